@@ -1,0 +1,1 @@
+"""Auditor side: light-client checks against chains and lineage verification."""

@@ -1,0 +1,135 @@
+"""Verify a global model's lineage from the chains alone.
+
+Starting from the final round's ``publish_model`` on the main chain, the
+auditor walks back round by round and checks, trusting only the genesis
+documents:
+- every record is a transaction proven (Merkle path + validator-signed header
+  on a verified header chain) to be on its chain, with a successful receipt,
+  sent by a key of the right role;
+- the authenticator of every global model verifies (seed 004 §III-A);
+- every edge aggregate is on its sub-chain, and that sub-chain's head was
+  anchored on the main chain at or after it (seed 000 §III inter-locking),
+  before the global model that uses it;
+- every blob hashes to its recorded address, and re-running FedAvg over the
+  recorded device updates gives the recorded edge aggregate, and over the edge
+  aggregates gives the recorded global model, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedledger.audit.chainview import ChainView, VerifiedTx
+from fedledger.errors import FedledgerError, VerificationFailed
+from fedledger.fl.aggregate import fedavg
+from fedledger.fl.weights import Weights, decode_weights, weights_hash
+
+
+@dataclass
+class LineageReport:
+    ok: bool = False
+    final_round: int = -1
+    final_model: str = ""
+    rounds_checked: int = 0
+    edge_aggregates_checked: int = 0
+    device_updates_checked: int = 0
+    blobs_checked: int = 0
+    txs_checked: int = 0
+    reason: str = ""
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class LineageVerifier:
+    def __init__(self, main: ChainView, subs: dict[str, ChainView]) -> None:
+        self.main = main
+        self.subs = subs
+        self.report = LineageReport()
+
+    async def verify(self, final_round: int | None = None) -> LineageReport:
+        """Check every round back to the initial model; never raises for a failed check."""
+        rep = self.report
+        try:
+            if final_round is None:
+                latest = await self.main.client.state("fl", "latest_round")
+                if latest is None:
+                    raise VerificationFailed("the main chain holds no model")
+                final_round = int(latest)
+            rep.final_round = final_round
+            records = {r: await self.main.model_record(r) for r in range(final_round, -1, -1)}
+            rep.final_model = records[final_round].args["model"].hex()
+            for r in range(final_round, 0, -1):
+                await self._verify_round(r, records[r], records[r - 1])
+                rep.rounds_checked += 1
+            rep.rounds_checked += 1  # round 0: authenticator checked by model_record
+            rep.ok = True
+        except FedledgerError as exc:
+            rep.reason = str(exc)
+        rep.txs_checked = self.main.txs_checked + sum(v.txs_checked for v in self.subs.values())
+        return rep
+
+    async def _blob(self, view: ChainView, address: bytes) -> Weights:
+        data = await view.client.get_blob(address.hex())  # hash-checked by the client
+        self.report.blobs_checked += 1
+        return decode_weights(data)
+
+    async def _verify_round(self, r: int, rec: VerifiedTx, prev: VerifiedTx) -> None:
+        model = rec.args["model"]
+        base = prev.args["model"]
+        aggregates: list[tuple[Weights, int]] = []
+        for parent in rec.args["parents"]:
+            aggregates.append(await self._verify_parent(r, parent, base, rec))
+        global_w = await self._blob(self.main, model)
+        if weights_hash(fedavg(aggregates)) != model or weights_hash(global_w) != model:
+            raise VerificationFailed(f"round {r}: FedAvg of the edge aggregates is not the recorded global model")
+        self.report.rounds.append({"round": r, "model": model.hex(), "edges": len(aggregates),
+                                   "accuracy_bp": rec.args["metrics"].get("accuracy_bp")})
+
+    async def _verify_parent(
+        self, r: int, parent: dict[str, Any], base: bytes, rec: VerifiedTx
+    ) -> tuple[Weights, int]:
+        chain = parent["chain"]
+        view = self.subs.get(chain)
+        if view is None:
+            raise VerificationFailed(f"round {r}: no trusted genesis for sub-chain {chain!r}")
+        agg = await view.verified_tx(parent["tx"], contract="fl", method="record_aggregate")
+        a = agg.args
+        if view.identity_role(agg.tx.sender) != "edge":
+            raise VerificationFailed(f"round {r}: aggregate on {chain} was not recorded by its edge")
+        if (a["round"], a["base"], a["model"], a["samples"]) != (r, base, parent["model"], parent["samples"]):
+            raise VerificationFailed(f"round {r}: aggregate on {chain} does not match the main-chain record")
+        await self._verify_anchor(r, chain, view, agg, parent["anchor"], rec)
+        updates: list[tuple[Weights, int]] = []
+        for up_tx in a["updates"]:
+            up = await view.verified_tx(up_tx, contract="fl", method="submit_update")
+            u = up.args
+            if view.identity_role(up.tx.sender) != "device":
+                raise VerificationFailed(f"round {r}: update {up_tx.hex()[:16]}… not sent by a device")
+            if (u["round"], u["base"]) != (r, base):
+                raise VerificationFailed(f"round {r}: update {up_tx.hex()[:16]}… is for another round or model")
+            updates.append((await self._blob(view, u["model"]), u["samples"]))
+            self.report.device_updates_checked += 1
+        aggregate = fedavg(updates)
+        if weights_hash(aggregate) != a["model"] or weights_hash(await self._blob(view, a["model"])) != a["model"]:
+            raise VerificationFailed(f"round {r}: FedAvg of {chain}'s device updates is not its recorded aggregate")
+        self.report.edge_aggregates_checked += 1
+        return aggregate, a["samples"]
+
+    async def _verify_anchor(
+        self, r: int, chain: str, view: ChainView, agg: VerifiedTx, anchor_tx: bytes, rec: VerifiedTx
+    ) -> None:
+        anchor = await self.main.verified_tx(anchor_tx, contract="fl", method="anchor")
+        a = anchor.args
+        edge_ok = any(i.public_key == anchor.tx.sender and i.role == "edge" and i.home_chain == chain
+                      for i in self.main.genesis.identities)
+        if not edge_ok:
+            raise VerificationFailed(f"round {r}: anchor of {chain} was not sent by that chain's edge")
+        if a["chain"] != chain or a["height"] < agg.header.height:
+            raise VerificationFailed(f"round {r}: anchor does not cover {chain}'s aggregate block")
+        if anchor.header.height > rec.header.height:
+            raise VerificationFailed(f"round {r}: {chain} was anchored after the global model was published")
+        if (await view.header_at(a["height"])).block_hash != a["head"]:
+            raise VerificationFailed(f"round {r}: {chain}'s history differs from what the main chain anchored")

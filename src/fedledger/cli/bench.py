@@ -1,0 +1,268 @@
+"""``fedledger bench``: micro-benchmarks measured next to a same-run baseline.
+
+``fedledger bench ledger-core`` measures how many transactions per second one
+core can *validate and apply* as a follower does: decode a block from its
+bytes, run :func:`~fedledger.ledger.chain.apply_block` (header and proposer
+checks, per-transaction signature and nonce checks, contract execution, tx,
+receipt and state roots) and take the state root. The baseline, measured in the
+same run on the same core, is the raw Ed25519 verification rate of the very
+same transaction signatures: each transaction needs one, so it is the ceiling a
+Python ledger could reach if everything but signature checking were free.
+``ratio = tx_per_s / verify_ceiling_per_s`` is the fraction of that ceiling
+reached (seed 000 §VI and seed 004 §VIII report ledger TPS without such a
+baseline; this makes the number comparable across machines).
+
+The workload is ``fl.submit_update`` from ``--senders`` registered devices,
+each submitting one update per FL round (seed 004 §IV-A transactions, seed 000
+§V-B local updates); every call succeeds, so the contract path is exercised in
+full. Generating and proposing the blocks is not timed.
+
+Like every benchmark, the last line of stdout is exactly one JSON object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from rich.console import Console
+
+from fedledger.crypto.hashing import tagged_hash
+from fedledger.crypto.keys import Domain, SigningKey
+from fedledger.errors import FedledgerError
+from fedledger.ledger import (
+    Block,
+    ChainState,
+    Genesis,
+    Identity,
+    Transaction,
+    apply_block,
+    make_tx,
+    propose_block,
+)
+from fedledger.ledger.block import MAX_BLOCK_TXS
+
+CHAIN_ID = "bench-sub"
+GENESIS_TIME = 1_700_000_000
+MIN_VERIFY_SECONDS = 0.2
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks; each prints one JSON object as its last line of stdout."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A genesis, the proposer's key, the signed transactions and the encoded blocks."""
+
+    genesis: Genesis
+    proposer: SigningKey
+    txs: list[Transaction]
+    blocks: list[bytes]
+    failed_receipts: int
+
+
+@dataclass(frozen=True)
+class ReplayTiming:
+    seconds: float
+    decode_seconds: float
+    state_keys: int
+
+
+@bench.command("ledger-core")
+@click.option("--txs", "n_txs", default=5000, show_default=True, type=click.IntRange(1),
+              help="Transactions to generate, propose and replay.")
+@click.option("--senders", default=50, show_default=True, type=click.IntRange(1),
+              help="Distinct device accounts sending them.")
+@click.option("--block-size", default=500, show_default=True, type=click.IntRange(1, MAX_BLOCK_TXS),
+              help="Transactions per block.")
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+@click.option("--profile", "profile_top", default=0, type=click.IntRange(0), metavar="N",
+              help="Also replay once under cProfile and print the top N functions to stderr.")
+def ledger_core(n_txs: int, senders: int, block_size: int, json_only: bool, profile_top: int) -> None:
+    """Follower throughput (decode + apply_block + state root) vs raw Ed25519 verification."""
+    console = Console(stderr=True, quiet=json_only)
+    with pinned_to_one_core() as cpu:
+        console.print(f"[dim]generating {n_txs} signed transactions from {senders} devices…[/dim]")
+        work = build_workload(n_txs, senders, block_size)
+        console.print(f"[dim]replaying {len(work.blocks)} blocks on a fresh chain (timed)…[/dim]")
+        replay = time_replay(work.genesis, work.blocks)
+        console.print("[dim]measuring raw Ed25519 verification on the same signatures…[/dim]")
+        verify_per_s = verify_ceiling(work.txs)
+        if profile_top:
+            click.echo(profile_replay(work.genesis, work.blocks, profile_top), err=True)
+    tx_per_s = n_txs / replay.seconds
+    result = {
+        "bench": "ledger-core",
+        "tx_per_s": round(tx_per_s, 1),
+        "verify_ceiling_per_s": round(verify_per_s, 1),
+        "ratio": round(tx_per_s / verify_per_s, 4),
+        "txs": n_txs,
+        "blocks": len(work.blocks),
+        "block_size": block_size,
+        "senders": senders,
+        "seconds": round(replay.seconds, 4),
+        "decode_seconds": round(replay.decode_seconds, 4),
+        "us_per_tx": round(1e6 * replay.seconds / n_txs, 2),
+        "us_per_verify": round(1e6 / verify_per_s, 2),
+        "state_keys": replay.state_keys,
+        "failed_receipts": work.failed_receipts,
+        "cpu": cpu,
+        "python": platform.python_version(),
+    }
+    if not json_only:
+        click.echo(_table(result))
+    click.echo(json.dumps(result, sort_keys=True))
+
+
+# -- workload ----------------------------------------------------------------
+def device_key(i: int) -> SigningKey:
+    """Deterministic key of bench device ``i`` (runs are reproducible)."""
+    return SigningKey.from_seed(tagged_hash("fedledger/bench/device", i.to_bytes(8, "big")))
+
+
+def bench_genesis(proposer: SigningKey, devices: list[SigningKey]) -> Genesis:
+    """A sub-chain with one edge validator and ``devices`` registered as devices."""
+    idents = [Identity(proposer.public_key, "edge", "edge-0", CHAIN_ID)]
+    idents += [Identity(d.public_key, "device", f"device-{i}", CHAIN_ID) for i, d in enumerate(devices)]
+    return Genesis(CHAIN_ID, GENESIS_TIME, (proposer.public_key,), tuple(idents), {})
+
+
+def update_args(device: int, round_: int) -> dict[str, object]:
+    """A plausible ``fl.submit_update`` call: hashes of base, model and data, a sample count."""
+    tag = device.to_bytes(4, "big") + round_.to_bytes(8, "big")
+    return {
+        "round": round_,
+        "base": tagged_hash("bench/base", round_.to_bytes(8, "big")),
+        "model": tagged_hash("bench/model", tag),
+        "samples": 1 + (device * 7 + round_) % 200,
+        "data": tagged_hash("bench/data", tag),
+    }
+
+
+def make_txs(devices: list[SigningKey], n: int) -> list[Transaction]:
+    """Round-robin over devices; a device's k-th tx has nonce k and submits round k."""
+    out = []
+    for i in range(n):
+        d, k = i % len(devices), i // len(devices)
+        out.append(make_tx(devices[d], CHAIN_ID, k, "fl", "submit_update", update_args(d, k), GENESIS_TIME + k))
+    return out
+
+
+def build_workload(n_txs: int, senders: int, block_size: int) -> Workload:
+    """Sign the transactions and build the chain as its proposer would (not timed)."""
+    proposer = SigningKey.from_seed(tagged_hash("fedledger/bench/validator", b""))
+    devices = [device_key(i) for i in range(senders)]
+    genesis = bench_genesis(proposer, devices)
+    txs = make_txs(devices, n_txs)
+    chain = ChainState.from_genesis(genesis)
+    blocks: list[bytes] = []
+    failed = 0
+    for start in range(0, n_txs, block_size):
+        block, rejected = propose_block(chain, txs[start : start + block_size], proposer,
+                                        GENESIS_TIME + chain.height + 1)
+        if rejected or len(block.txs) != len(txs[start : start + block_size]):
+            raise FedledgerError(f"bench workload bug: block {block.height} left out {len(rejected)} txs")
+        failed += sum(not r.success for r in apply_block(chain, block))
+        blocks.append(block.encode())
+    return Workload(genesis, proposer, txs, blocks, failed)
+
+
+# -- measurements ------------------------------------------------------------
+def replay(genesis: Genesis, blocks: list[bytes]) -> tuple[ChainState, float]:
+    """What a follower does per block: decode, validate and apply, take the state root."""
+    chain = ChainState.from_genesis(genesis)
+    decode_s = 0.0
+    for raw in blocks:
+        t0 = time.perf_counter()
+        block = Block.decode(raw)
+        decode_s += time.perf_counter() - t0
+        apply_block(chain, block)
+        if chain.state.root() != block.header.state_root:
+            raise FedledgerError(f"bench replay diverged at block {block.height}")
+    return chain, decode_s
+
+
+def time_replay(genesis: Genesis, blocks: list[bytes]) -> ReplayTiming:
+    t0 = time.perf_counter()
+    chain, decode_s = replay(genesis, blocks)
+    seconds = time.perf_counter() - t0
+    return ReplayTiming(seconds, decode_s, len(chain.state))
+
+
+def verify_ceiling(txs: list[Transaction]) -> float:
+    """Raw ``cryptography`` Ed25519 verifications per second over the transactions' signatures.
+
+    Keys are loaded and messages built beforehand; the loop is only ``verify``.
+    It repeats over the same signatures until at least 0.2 s have passed.
+    """
+    items = [
+        (Ed25519PublicKey.from_public_bytes(tx.sender), tx.signature, _tx_signed_message(tx))
+        for tx in txs
+    ]
+    done, elapsed = 0, 0.0
+    while elapsed < MIN_VERIFY_SECONDS:
+        t0 = time.perf_counter()
+        for pk, sig, msg in items:
+            pk.verify(sig, msg)  # raises if the message layout drifted from crypto.keys
+        elapsed += time.perf_counter() - t0
+        done += len(items)
+    return done / elapsed
+
+
+def _tx_signed_message(tx: Transaction) -> bytes:
+    """The exact bytes a transaction signature covers (see :mod:`fedledger.crypto.keys`)."""
+    return b"fedledger/" + Domain.TX.encode() + b"\x00" + tx.signing_bytes()
+
+
+def profile_replay(genesis: Genesis, blocks: list[bytes], top: int) -> str:
+    """One more replay under cProfile; the ``top`` functions by own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    replay(genesis, blocks)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+@contextlib.contextmanager
+def pinned_to_one_core() -> Iterator[int | None]:
+    """Run on the first allowed CPU only (Linux); restore the old affinity afterwards."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _table(r: dict[str, object]) -> str:
+    rows = [
+        ("workload", f"{r['txs']} fl.submit_update txs, {r['senders']} devices, "
+                     f"{r['blocks']} blocks of ≤{r['block_size']}"),
+        ("pinned cpu", str(r["cpu"])),
+        ("follower apply", f"{r['tx_per_s']:,} tx/s  ({r['us_per_tx']} µs/tx, "
+                           f"decode {r['decode_seconds']} s of {r['seconds']} s)"),
+        ("Ed25519 verify", f"{r['verify_ceiling_per_s']:,} /s  ({r['us_per_verify']} µs each)"),
+        ("ratio", f"{r['ratio']}  (apply rate / verify ceiling)"),
+        ("state keys", str(r["state_keys"])),
+        ("failed receipts", str(r["failed_receipts"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -1,0 +1,213 @@
+"""The HTTP API every node serves (aiohttp). ``/openapi.json`` describes it.
+
+Chain routes exist on nodes that hold a chain replica; blob routes on every
+node; role modules (cloud, edge, device pool) add their ``/v1/fl/...`` routes.
+Errors are JSON ``{"error": message, "kind": exception class}`` with 400 for
+bad input, 404 for unknown objects and 500 only for bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from fedledger.codec import cbor
+from fedledger.errors import (
+    DecodeError,
+    FedledgerError,
+    InvalidTransaction,
+    NotFound,
+    UsageError,
+    VerificationFailed,
+)
+from fedledger.ledger.tx import MAX_TX_BYTES, decode_tx
+from fedledger.net.openapi import openapi_spec
+from fedledger.node.chain_node import ChainNode
+from fedledger.storage.blobs import BlobStore
+
+log = logging.getLogger("fedledger.api")
+MAX_BLOB_BYTES = 256 * 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS = {
+    DecodeError: 400,
+    InvalidTransaction: 400,
+    UsageError: 400,
+    VerificationFailed: 422,
+    NotFound: 404,
+}
+
+
+def jsonable(value: Any) -> Any:
+    """Render a CBOR-model value as JSON: bytes become hex."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+def error_response(exc: FedledgerError) -> web.Response:
+    status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+    return web.json_response({"error": str(exc), "kind": type(exc).__name__}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except FedledgerError as exc:
+        return error_response(exc)
+
+
+def _hash_param(request: web.Request, name: str = "hash") -> bytes:
+    raw = request.match_info[name]
+    try:
+        value = bytes.fromhex(raw)
+    except ValueError:
+        raise DecodeError(f"{name} must be hex") from None
+    if len(value) != 32:
+        raise DecodeError(f"{name} must be 32 bytes")
+    return value
+
+
+def _int_param(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.query.get(name) if name in request.query else request.match_info.get(name)
+    if raw is None:
+        if default is None:
+            raise UsageError(f"missing parameter {name}")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"parameter {name} must be an integer") from None
+
+
+class NodeAPI:
+    """Builds the aiohttp application for a node."""
+
+    def __init__(self, name: str, role: str, blobs: BlobStore, chain: ChainNode | None = None) -> None:
+        self.name = name
+        self.role = role
+        self.blobs = blobs
+        self.chain = chain
+        self.app = web.Application(middlewares=[errors_middleware], client_max_size=MAX_BLOB_BYTES)
+        self.status_extra: Callable[[], dict[str, Any]] = dict
+        r = self.app.router
+        r.add_get("/openapi.json", self.openapi)
+        r.add_get("/v1/status", self.status)
+        r.add_put("/v1/blobs/{hash}", self.put_blob)
+        r.add_get("/v1/blobs/{hash}", self.get_blob)
+        if chain is not None:
+            r.add_post("/v1/txs", self.submit_tx)
+            r.add_get("/v1/txs/{hash}", self.get_tx)
+            r.add_get("/v1/txs/{hash}/proof", self.get_tx_proof)
+            r.add_get("/v1/blocks/{height}", self.get_block)
+            r.add_get("/v1/headers", self.get_headers)
+            r.add_get("/v1/accounts/{address}", self.get_account)
+            r.add_get("/v1/state/{contract}/{key:.+}", self.get_state)
+
+    def _chain(self) -> ChainNode:
+        assert self.chain is not None
+        return self.chain
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_spec(self.app))
+
+    async def status(self, request: web.Request) -> web.Response:
+        out: dict[str, Any] = {"name": self.name, "role": self.role}
+        if self.chain is not None:
+            head = self.chain.chain.head
+            out.update(
+                chain_id=self.chain.chain_id,
+                height=head.height,
+                head=head.block_hash.hex(),
+                mempool=len(self.chain.mempool),
+            )
+        out.update(self.status_extra())
+        return web.json_response(out)
+
+    # -- transactions -------------------------------------------------------
+    async def submit_tx(self, request: web.Request) -> web.Response:
+        body = await request.content.read(MAX_TX_BYTES + 1)
+        tx = decode_tx(body)
+        tx_hash = self._chain().submit(tx)
+        return web.json_response({"tx_hash": tx_hash.hex()}, status=202)
+
+    async def get_tx(self, request: web.Request) -> web.Response:
+        chain = self._chain()
+        tx_hash = _hash_param(request)
+        wait = float(request.query.get("wait", "0") or 0)
+        loc = await chain.wait_for_tx(tx_hash, min(max(wait, 0.0), 120.0))
+        if loc is None:
+            state = "pending" if tx_hash in chain.mempool else "unknown"
+            raise NotFound(f"transaction {tx_hash.hex()} is not committed ({state})")
+        height, index = loc
+        tx = chain.store.tx(tx_hash)
+        receipt = chain.store.receipt(tx_hash)
+        return web.json_response(
+            {"height": height, "index": index, "tx": tx.to_json(), "receipt": receipt.to_json()}
+        )
+
+    async def get_tx_proof(self, request: web.Request) -> web.Response:
+        return web.json_response(self._chain().tx_proof(_hash_param(request)).to_json())
+
+    async def get_block(self, request: web.Request) -> web.Response:
+        block = self._chain().store.block(_int_param(request, "height"))
+        if request.query.get("format") == "cbor":
+            return web.Response(body=block.encode(), content_type="application/cbor")
+        return web.json_response(
+            {"header": block.header.to_json(), "txs": [tx.to_json() for tx in block.txs]}
+        )
+
+    async def get_headers(self, request: web.Request) -> web.Response:
+        store = self._chain().store
+        start = _int_param(request, "start", 0)
+        end = min(_int_param(request, "end", start), start + 999, store.head_height())
+        headers = [store.header(h).encode().hex() for h in range(max(start, 0), end + 1)]
+        return web.json_response({"headers": headers})
+
+    async def get_account(self, request: web.Request) -> web.Response:
+        try:
+            address = bytes.fromhex(request.match_info["address"])
+        except ValueError:
+            raise DecodeError("address must be hex") from None
+        return web.json_response({"next_nonce": self._chain().next_nonce(address)})
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        contract, key = request.match_info["contract"], request.match_info["key"]
+        raw = self._chain().chain.state.get(f"c/{contract}/{key}".encode())
+        if raw is None:
+            raise NotFound(f"no state at {contract}/{key}")
+        return web.json_response({"value": jsonable(cbor.decode(raw))})
+
+    # -- blobs ----------------------------------------------------------------
+    async def put_blob(self, request: web.Request) -> web.Response:
+        address = request.match_info["hash"]
+        self.blobs.put_verified(address, await request.read())
+        return web.json_response({"hash": address}, status=201)
+
+    async def get_blob(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.blobs.get(request.match_info["hash"]),
+                            content_type="application/octet-stream")
+
+
+def json_body_error(exc: Exception) -> UsageError:
+    return UsageError(f"request body is not valid JSON: {exc}")
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """Parse a JSON object body or raise a 400-mapped error."""
+    try:
+        body = await request.json()
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise json_body_error(exc) from None
+    if not isinstance(body, dict):
+        raise UsageError("request body must be a JSON object")
+    return body

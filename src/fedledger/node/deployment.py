@@ -1,0 +1,125 @@
+"""Lay out a local deployment: keys, genesis documents and one config per node.
+
+Used by ``fedledger demo`` and the multi-process tests. Every node gets a fresh
+random Ed25519 key; the main chain admits the cloud and the edges, each
+sub-chain admits its edge, its devices and the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedledger.crypto.keys import SigningKey
+from fedledger.ledger.genesis import Genesis, Identity
+from fedledger.node.config import NodeConfig
+
+MAIN_CHAIN = "main"
+
+
+def free_ports(n: int) -> list[int]:
+    """Ask the kernel for ``n`` distinct free loopback ports."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Deployment:
+    workdir: Path
+    configs: dict[str, NodeConfig] = field(default_factory=dict)
+    config_paths: dict[str, Path] = field(default_factory=dict)
+    geneses: dict[str, Path] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return self.configs[name].url
+
+    @property
+    def cloud(self) -> str:
+        return "cloud"
+
+    @property
+    def edges(self) -> list[str]:
+        return [n for n, c in self.configs.items() if c.role == "edge"]
+
+    def chain_of(self, edge: str) -> str:
+        return str(self.configs[edge].fl["chain_id"])
+
+
+def make_deployment(
+    workdir: Path,
+    edges: int = 2,
+    devices_per_edge: int = 10,
+    fl: dict[str, Any] | None = None,
+    block_interval_ms: int = 50,
+) -> Deployment:
+    workdir.mkdir(parents=True, exist_ok=True)
+    fl = dict(fl or {})
+    ports = free_ports(1 + 2 * edges)
+    cloud_key = SigningKey.generate()
+    edge_keys = [SigningKey.generate() for _ in range(edges)]
+    device_keys = [[SigningKey.generate() for _ in range(devices_per_edge)] for _ in range(edges)]
+    chains = [f"sub-{i + 1}" for i in range(edges)]
+    now = int(time.time() * 1000)
+    cloud_id = Identity(cloud_key.public_key, "cloud", "cloud", MAIN_CHAIN)
+    edge_ids = [Identity(k.public_key, "edge", f"edge-{i + 1}", chains[i]) for i, k in enumerate(edge_keys)]
+
+    dep = Deployment(workdir)
+    main = Genesis(MAIN_CHAIN, now, (cloud_key.public_key,), (cloud_id, *edge_ids), {"engine": "dev"})
+    dep.geneses[MAIN_CHAIN] = _write(workdir / "main.genesis", main.encode())
+    for i, chain in enumerate(chains):
+        devs = tuple(Identity(k.public_key, "device", f"device-{i + 1}-{j + 1}", chain)
+                     for j, k in enumerate(device_keys[i]))
+        sub = Genesis(chain, now, (edge_keys[i].public_key,), (edge_ids[i], *devs, cloud_id), {"engine": "dev"})
+        dep.geneses[chain] = _write(workdir / f"{chain}.genesis", sub.encode())
+
+    cloud_url = f"http://127.0.0.1:{ports[0]}"
+    edge_urls = [f"http://127.0.0.1:{ports[1 + i]}" for i in range(edges)]
+    pool_urls = [f"http://127.0.0.1:{ports[1 + edges + i]}" for i in range(edges)]
+    common = {"main_chain_id": MAIN_CHAIN, **fl}
+    dep.configs["cloud"] = NodeConfig(
+        role="cloud", name="cloud", port=ports[0], data_dir=workdir / "cloud", key_seed=cloud_key.seed(),
+        genesis=dep.geneses[MAIN_CHAIN], peers={"edges": edge_urls}, fl=common,
+        block_interval_ms=block_interval_ms,
+    )
+    for i, chain in enumerate(chains):
+        name = f"edge-{i + 1}"
+        dep.configs[name] = NodeConfig(
+            role="edge", name=name, port=ports[1 + i], data_dir=workdir / name, key_seed=edge_keys[i].seed(),
+            genesis=dep.geneses[chain], main_genesis=dep.geneses[MAIN_CHAIN],
+            peers={"cloud": cloud_url, "devices": [pool_urls[i]]}, fl={**common, "chain_id": chain},
+            block_interval_ms=block_interval_ms,
+        )
+        devices = [{"name": f"device-{i + 1}-{j + 1}", "key_seed": k.seed().hex(), "partition": i * devices_per_edge + j}
+                   for j, k in enumerate(device_keys[i])]
+        pool = f"devices-{i + 1}"
+        dep.configs[pool] = NodeConfig(
+            role="devices", name=pool, port=ports[1 + edges + i], data_dir=workdir / pool,
+            key_seed=SigningKey.generate().seed(), main_genesis=dep.geneses[MAIN_CHAIN],
+            peers={"cloud": cloud_url, "edge": edge_urls[i]},
+            fl={**common, "chain_id": chain, "devices": devices, "partitions": edges * devices_per_edge},
+        )
+    for name, cfg in dep.configs.items():
+        path = workdir / f"{name}.json"
+        _write(path, json.dumps(cfg.to_json(), indent=2).encode())
+        dep.config_paths[name] = path
+    return dep
+
+
+def _write(path: Path, data: bytes) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path

@@ -1,0 +1,130 @@
+"""Cloud node: main-chain validator, FL server and task owner.
+
+For each round it publishes the global model blob and its authenticator on the
+main chain, asks every edge to run the round, checks and averages the edge
+aggregates by sample count, evaluates the result on its held-out test set, and
+publishes the next global model naming the edge aggregates it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from fedledger.contracts.fl import authenticator_message
+from fedledger.crypto.keys import Domain
+from fedledger.errors import ConfigError, FedledgerError, UsageError, VerificationFailed
+from fedledger.fl.aggregate import fedavg
+from fedledger.fl.weights import Weights, decode_weights, encode_weights
+from fedledger.logs import log_event
+from fedledger.net.api import read_json
+from fedledger.node.roles.base import FLSettings, RoleContext
+from fedledger.node.submit import LocalChain
+
+log = logging.getLogger("fedledger.cloud")
+
+
+class CloudRole:
+    def __init__(self, ctx: RoleContext) -> None:
+        if ctx.chain is None:
+            raise ConfigError(f"{ctx.cfg.name}: the cloud node needs the main chain")
+        self.ctx = ctx
+        self.key = ctx.cfg.key
+        self.settings = FLSettings.from_config(ctx.cfg.fl)
+        self.main = LocalChain(ctx.chain)
+        self.edges = [ctx.client(u, timeout_s=float(ctx.cfg.fl.get("deadline_s", 300))) for u in ctx.peer_list("edges")]
+        self.job: dict[str, Any] = {"state": "idle"}
+        self._task: asyncio.Task[None] | None = None
+        r = ctx.api.app.router
+        r.add_post("/v1/fl/job", self.handle_start)
+        r.add_get("/v1/fl/job", self.handle_status)
+
+    async def handle_start(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        rounds = body.get("rounds", 3)
+        if not isinstance(rounds, int) or not 1 <= rounds <= 1000:
+            raise UsageError("rounds must be an integer from 1 to 1000")
+        if self._task is not None and not self._task.done():
+            raise UsageError("a job is already running")
+        self.job = {"state": "running", "rounds": rounds, "round": 0, "accuracy_per_round": [],
+                    "round_seconds": [], "edges": [], "failures": []}
+        self._task = asyncio.create_task(self._run_job(rounds))
+        return web.json_response(self.job, status=202)
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.job)
+
+    async def _run_job(self, rounds: int) -> None:
+        try:
+            await self.run_job(rounds)
+            self.job["state"] = "done"
+        except FedledgerError as exc:
+            self.job.update(state="failed", error=str(exc))
+            log_event(log, logging.ERROR, "job failed", error=str(exc))
+        except Exception as exc:  # a bug: keep the node up and report it
+            self.job.update(state="failed", error=f"internal error: {exc!r}")
+            log.exception("job crashed")
+
+    async def run_job(self, rounds: int) -> None:
+        from fedledger.fl.data import load_digits_split
+        from fedledger.fl.models import init_weights
+
+        _train, test = load_digits_split(seed=self.settings.seed)
+        start = self.ctx.chain.chain.state.get(b"c/fl/latest_round")  # type: ignore[union-attr]
+        if start is not None:
+            raise UsageError("this main chain already holds a job; start from a fresh data directory")
+        weights = init_weights(self.settings.model, self.settings.seed)
+        acc = await self._evaluate(weights, test)
+        model = await self._publish(0, weights, [], acc)
+        self.job["accuracy_per_round"].append(acc)
+        for round_ in range(1, rounds + 1):
+            t0 = time.perf_counter()
+            parents, aggregates = await self._edge_round(round_, model)
+            weights = fedavg(aggregates)
+            acc = await self._evaluate(weights, test)
+            model = await self._publish(round_, weights, parents, acc)
+            self.job["accuracy_per_round"].append(acc)
+            self.job["round_seconds"].append(round(time.perf_counter() - t0, 3))
+            self.job["round"] = round_
+            self.job["final_model"] = model.hex()
+            log_event(log, logging.INFO, "round done", round=round_, accuracy=acc)
+
+    async def _edge_round(self, round_: int, base: bytes) -> tuple[list[dict[str, Any]], list[tuple[Weights, int]]]:
+        req = {"round": round_, "base": base.hex()}
+        replies = await asyncio.gather(*(e.post_json("/v1/fl/round", req) for e in self.edges),
+                                       return_exceptions=True)
+        parents, aggregates = [], []
+        for edge, reply in zip(self.edges, replies, strict=True):
+            if isinstance(reply, BaseException):
+                self.job["failures"].append({"round": round_, "edge": edge.base_url, "error": str(reply)})
+                continue
+            self.job["failures"].extend({"round": round_, **f} for f in reply.get("failures", []))
+            blob = await edge.get_blob(reply["model"])
+            self.ctx.blobs.put_verified(reply["model"], blob)
+            aggregates.append((decode_weights(blob), int(reply["samples"])))
+            parents.append({"chain": reply["chain"], "tx": bytes.fromhex(reply["tx"]),
+                            "model": bytes.fromhex(reply["model"]), "samples": int(reply["samples"]),
+                            "anchor": bytes.fromhex(reply["anchor_tx"])})
+        if not aggregates:
+            raise VerificationFailed(f"round {round_}: no edge returned an aggregate")
+        return parents, aggregates
+
+    async def _publish(self, round_: int, weights: Weights, parents: list[dict[str, Any]], acc: float) -> bytes:
+        blob = encode_weights(weights)
+        model = bytes.fromhex(self.ctx.blobs.put(blob))
+        program = self.settings.program_hash()
+        auth = self.key.sign(Domain.AUTHENTICATOR, authenticator_message(model, program, round_))
+        await self.main.call(self.key, "fl", "publish_model", {
+            "round": round_, "model": model, "program": program, "authenticator": auth,
+            "parents": parents, "metrics": {"accuracy_bp": round(acc * 10_000)},
+        })
+        return model
+
+    async def _evaluate(self, weights: Weights, test: Any) -> float:
+        from fedledger.fl.train import evaluate
+
+        return float(await asyncio.to_thread(evaluate, self.settings.model, weights, test))

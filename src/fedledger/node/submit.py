@@ -1,0 +1,68 @@
+"""Sign, submit and await contract calls on a local replica or a remote node."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from fedledger.crypto.keys import SigningKey
+from fedledger.errors import ContractError, NodeUnavailable
+from fedledger.ledger.tx import make_tx
+from fedledger.net.client import NodeClient
+from fedledger.node.chain_node import ChainNode
+
+
+class ChainEndpoint(Protocol):
+    chain_id: str
+
+    async def call(self, key: SigningKey, contract: str, method: str, args: Any, timeout_s: float = 30) -> bytes:
+        """Submit the call and wait until it is committed; return the tx hash."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class LocalChain:
+    """This process's own chain replica."""
+
+    def __init__(self, node: ChainNode) -> None:
+        self.node = node
+        self.chain_id = node.chain_id
+
+    async def call(self, key: SigningKey, contract: str, method: str, args: Any, timeout_s: float = 30) -> bytes:
+        nonce = self.node.next_nonce(key.address)
+        tx = make_tx(key, self.chain_id, nonce, contract, method, args, _now_ms())
+        self.node.submit(tx)
+        if await self.node.wait_for_tx(tx.tx_hash, timeout_s) is None:
+            raise NodeUnavailable(f"{contract}.{method} was not committed within {timeout_s}s")
+        receipt = self.node.store.receipt(tx.tx_hash)
+        if not receipt.success:
+            raise ContractError(f"{contract}.{method} failed: {receipt.error}")
+        return tx.tx_hash
+
+
+class RemoteChain:
+    """A chain served by another node's API."""
+
+    def __init__(self, client: NodeClient, chain_id: str) -> None:
+        self.client = client
+        self.chain_id = chain_id
+
+    async def call(self, key: SigningKey, contract: str, method: str, args: Any, timeout_s: float = 30) -> bytes:
+        nonce = await self.client.next_nonce(key.address)
+        tx = make_tx(key, self.chain_id, nonce, contract, method, args, _now_ms())
+        await self.client.submit_tx(tx)
+        await self.wait_success(tx.tx_hash, f"{contract}.{method}", timeout_s)
+        return tx.tx_hash
+
+    async def submit(self, key: SigningKey, contract: str, method: str, args: Any) -> bytes:
+        """Submit without waiting (the caller batches and awaits later)."""
+        nonce = await self.client.next_nonce(key.address)
+        tx = make_tx(key, self.chain_id, nonce, contract, method, args, _now_ms())
+        return await self.client.submit_tx(tx)
+
+    async def wait_success(self, tx_hash: bytes, what: str, timeout_s: float = 30) -> None:
+        out = await self.client.wait_tx(tx_hash, timeout_s)
+        if not out["receipt"]["success"]:
+            raise ContractError(f"{what} failed: {out['receipt']['error']}")
