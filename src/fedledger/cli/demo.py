@@ -31,7 +31,7 @@ MARKER = ".fedledger-demo"
 @click.option("--edges", type=click.IntRange(1, 8), default=2, show_default=True)
 @click.option("--devices", "devices_per_edge", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Devices per edge.")
-@click.option("--rounds", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--rounds", type=click.IntRange(1, 100), default=5, show_default=True)
 @click.option("--model", default="digits-mlp", show_default=True, help="digits-mlp or digits-cnn.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=Path("report.json"),
               show_default=True)

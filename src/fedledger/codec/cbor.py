@@ -54,20 +54,27 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
     return value
 
 
+_SCALARS = frozenset({type(None), bool, int, bytes, str})
+
+
 def _check_value(value: Any, depth: int, *, encoding: bool) -> None:
+    if type(value) in _SCALARS:  # exact-type fast path: this runs on every encode
+        return
     if depth > MAX_DEPTH:
         raise TypeError(f"nesting deeper than {MAX_DEPTH}")
-    if value is None or isinstance(value, bool | int | bytes | str):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"map keys must be text strings, got {type(key).__name__}")
+            if type(item) not in _SCALARS:
+                _check_value(item, depth + 1, encoding=encoding)
         return
     if isinstance(value, list) or (encoding and isinstance(value, tuple)):
         for item in value:
-            _check_value(item, depth + 1, encoding=encoding)
+            if type(item) not in _SCALARS:
+                _check_value(item, depth + 1, encoding=encoding)
         return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"map keys must be text strings, got {type(key).__name__}")
-            _check_value(item, depth + 1, encoding=encoding)
+    if isinstance(value, bool | int | bytes | str):
         return
     if isinstance(value, float):
         raise TypeError("floats are not allowed in encoded objects; use fixed-point integers")

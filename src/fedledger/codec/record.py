@@ -33,8 +33,18 @@ class Record:
         }
 
     def encode(self, *, exclude: frozenset[str] = frozenset()) -> bytes:
-        """Canonical bytes; ``exclude`` drops fields, e.g. the signature when signing."""
-        return cbor.encode(self.to_obj(exclude=exclude))
+        """Canonical bytes; ``exclude`` drops fields, e.g. the signature when signing.
+
+        Records are immutable, so the full encoding is computed once and kept
+        (a decoded record keeps the bytes it came from, which are canonical).
+        """
+        if exclude:
+            return cbor.encode(self.to_obj(exclude=exclude))
+        cached: bytes | None = self.__dict__.get("_encoding")
+        if cached is None:
+            cached = cbor.encode(self.to_obj())
+            object.__setattr__(self, "_encoding", cached)
+        return cached
 
     @classmethod
     def from_obj(cls, obj: Any) -> Self:
@@ -44,7 +54,9 @@ class Record:
     @classmethod
     def decode(cls, data: bytes, *, max_size: int | None = None) -> Self:
         """Strictly decode canonical bytes into this record type."""
-        return cls.from_obj(cbor.decode(data, max_size=max_size))
+        record = cls.from_obj(cbor.decode(data, max_size=max_size))
+        object.__setattr__(record, "_encoding", bytes(data))
+        return record
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly view for the HTTP API: bytes become lowercase hex."""

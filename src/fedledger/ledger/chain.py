@@ -10,6 +10,8 @@ call's writes are rolled back.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -204,5 +206,5 @@ def propose_block(
         consensus=consensus,
         signature=b"",
     )
-    header = BlockHeader(**{**unsigned.__dict__, "signature": key.sign(Domain.BLOCK, unsigned.signing_bytes())})
+    header = dataclasses.replace(unsigned, signature=key.sign(Domain.BLOCK, unsigned.signing_bytes()))
     return Block(header=header, txs=tuple(included)), rejected

@@ -9,6 +9,8 @@ for one chain cannot be replayed on another, nor twice on the same one.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -50,8 +52,12 @@ class Transaction(Record):
     payload: Any
     signature: bytes
 
-    def signing_bytes(self) -> bytes:
+    @cached_property
+    def _signing_bytes(self) -> bytes:
         return self.encode(exclude=frozenset({"signature"}))
+
+    def signing_bytes(self) -> bytes:
+        return self._signing_bytes
 
     @cached_property
     def tx_hash(self) -> bytes:
@@ -62,7 +68,12 @@ class Transaction(Record):
         return address_of(self.sender)
 
     def call(self) -> Call:
-        return Call.from_obj(self.payload)
+        """The decoded payload (raises ``DecodeError`` if it is not a valid call)."""
+        cached: Call | None = self.__dict__.get("_call")
+        if cached is None:
+            cached = Call.from_obj(self.payload)
+            object.__setattr__(self, "_call", cached)
+        return cached
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
@@ -90,7 +101,7 @@ def make_tx(
         signature=b"",
     )
     sig = key.sign(Domain.TX, unsigned.signing_bytes())
-    return Transaction(**{**unsigned.__dict__, "signature": sig})
+    return dataclasses.replace(unsigned, signature=sig)
 
 
 def decode_tx(data: bytes) -> Transaction:

@@ -54,7 +54,7 @@ class FLSettings:
     """The training program every party of a job agrees on (hashed into the authenticator)."""
 
     model: str = "digits-mlp"
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 16
     lr: float = 0.05
     momentum: float = 0.9
