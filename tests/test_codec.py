@@ -38,7 +38,13 @@ class Sample(Record):
 SAMPLE = Sample(-3, True, b"\x00\xff", "µ", ("a", "bb"), {"z": 1, "aa": 2**32}, None)
 SAMPLE_OBJ = SAMPLE.to_obj()
 ZERO_KEY = SigningKey.from_seed(bytes(32))
-UPDATE_ARGS = {"round": 1, "base": bytes(32), "model": b"\x01" * 32, "samples": 5, "data": b"\x02" * 32}
+UPDATE_ARGS = {
+    "round": 1,
+    "base": bytes(32),
+    "model": b"\x01" * 32,
+    "samples": 5,
+    "data": b"\x02" * 32,
+}
 
 
 def golden_tx() -> Transaction:
@@ -118,7 +124,9 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6)
+    ),
     max_leaves=30,
 )
 
@@ -163,7 +171,7 @@ def test_only_the_canonical_encoding_is_accepted(value: Any) -> None:
         blob=st.binary(max_size=40),
         name=st.text(max_size=10),
         tags=st.lists(st.text(max_size=4), max_size=4).map(tuple),
-        extra=st.dictionaries(st.text(max_size=4), st.integers(), max_size=4),
+        extra=st.dictionaries(st.text(max_size=4), st.integers(-(2**64), 2**64 - 1), max_size=4),
         note=st.none() | st.text(max_size=6),
     )
 )
@@ -316,3 +324,25 @@ def test_transaction_field_errors_name_the_field() -> None:
 def test_to_json_hexes_bytes() -> None:
     assert SAMPLE.to_json()["blob"] == "00ff"
     assert golden_tx().to_json()["tx_hash"] == GOLDEN_TX_HASH
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64, -(2**64) - 1, 2**20000, [1, 2**70], {"k": -(2**65)}],
+    ids=["2^64", "-2^64-1", "2^20000", "nested-list", "nested-map"],
+)
+def test_integers_outside_64_bits_are_rejected(value: object) -> None:
+    """Bignums (CBOR tags 2/3) and huge ints would let validators disagree (int-to-str limits)."""
+    with pytest.raises(TypeError, match="64 bits"):
+        cbor.encode(value)
+
+
+def test_bignum_tag_is_rejected_on_decode() -> None:
+    data = bytes.fromhex("c249010000000000000000")  # tag 2, 2**64
+    with pytest.raises(DecodeError):
+        cbor.decode(data)
+
+
+def test_64_bit_bounds_are_accepted() -> None:
+    for v in (2**64 - 1, -(2**64)):
+        assert cbor.decode(cbor.encode(v)) == v

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from conftest import CHAIN_ID, Keys
 from fedledger.codec import cbor
-from fedledger.contracts import fl
+from fedledger.contracts import REGISTRY, Context, Contract, fl
 from fedledger.crypto.hashing import tagged_hash
 from fedledger.crypto.keys import Domain, SigningKey
 from fedledger.crypto.merkle import InclusionProof
@@ -34,12 +35,11 @@ from fedledger.ledger import (
     make_tx,
     propose_block,
 )
-from fedledger.ledger.chain import account_nonce, receipts_root, tx_root
+from fedledger.ledger.block import MAX_BLOCK_BYTES
+from fedledger.ledger.chain import account_nonce, execute_tx, receipts_root, tx_root
 from fedledger.ledger.proofs import TxProof, make_tx_proof, verify_header_chain, verify_tx_proof
 from fedledger.ledger.state import state_root_reference
 from fedledger.ledger.tx import MAX_TX_BYTES, decode_tx
-
-from conftest import CHAIN_ID, Keys
 
 # -- helpers ---------------------------------------------------------------------
 
@@ -48,7 +48,9 @@ def h32(label: str) -> bytes:
     return tagged_hash("test", label.encode())
 
 
-def update_args(round_: int, samples: int = 10, base: bytes | None = None, tag: str = "") -> dict[str, Any]:
+def update_args(
+    round_: int, samples: int = 10, base: bytes | None = None, tag: str = ""
+) -> dict[str, Any]:
     """Arguments of a device's fl.submit_update for ``round_``."""
     return {
         "round": round_,
@@ -61,12 +63,16 @@ def update_args(round_: int, samples: int = 10, base: bytes | None = None, tag: 
 
 def update_tx(key: SigningKey, nonce: int, round_: int | None = None, **kw: Any) -> Transaction:
     round_ = nonce if round_ is None else round_
-    return make_tx(key, CHAIN_ID, nonce, "fl", "submit_update", update_args(round_, **kw), 1_700_000_100)
+    return make_tx(
+        key, CHAIN_ID, nonce, "fl", "submit_update", update_args(round_, **kw), 1_700_000_100
+    )
 
 
 def call(chain: ChainState, keys: Keys, sender: SigningKey, method: str, args: Any) -> Receipt:
     """Send one ``fl`` call with the sender's next nonce in its own block; return its receipt."""
-    tx = make_tx(sender, CHAIN_ID, account_nonce(chain.state, sender.address), "fl", method, args, 1)
+    tx = make_tx(
+        sender, CHAIN_ID, account_nonce(chain.state, sender.address), "fl", method, args, 1
+    )
     block, rejected = propose_block(chain, [tx], keys.validator, chain.head.timestamp + 1)
     assert not rejected
     (receipt,) = apply_block(chain, block)
@@ -97,6 +103,13 @@ def forge_block(chain: ChainState, txs: list[Transaction], key: SigningKey) -> B
     return Block(sign_header(header, key), tuple(txs))
 
 
+def stored(state: State, key: bytes) -> Any:
+    """The decoded value a contract stored under ``key`` (which must exist)."""
+    raw = state.get(key)
+    assert raw is not None, key
+    return cbor.decode(raw)
+
+
 def snapshot(chain: ChainState) -> tuple[bytes, BlockHeader, dict[bytes, bytes]]:
     return chain.state.root(), chain.head, dict(chain.state.items())
 
@@ -120,7 +133,6 @@ ops = st.lists(
         st.tuples(st.just("begin")),
         st.tuples(st.just("commit")),
         st.tuples(st.just("rollback")),
-        st.tuples(st.just("root")),
         st.tuples(st.just("take")),
     ),
     max_size=60,
@@ -129,7 +141,13 @@ ops = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(KEYS), st.binary(max_size=4)), ops)
-def test_state_matches_reference_model(initial: dict[bytes, bytes], script: list[tuple[Any, ...]]) -> None:
+@example({b"a": b"0"}, [("begin",), ("set", b"a", b"1"), ("rollback",)])  # stale cached leaf
+@example(
+    {}, [("begin",), ("set", b"a", b"1"), ("begin",), ("delete", b"a"), ("commit",), ("rollback",)]
+)
+def test_state_matches_reference_model(
+    initial: dict[bytes, bytes], script: list[tuple[Any, ...]]
+) -> None:
     """Property (STYLE principle 3): the cached root equals ``state_root_reference`` after any
     sequence of writes and nested begin/commit/rollback, and the change log replays to the state."""
     state = State(initial)
@@ -152,11 +170,10 @@ def test_state_matches_reference_model(initial: dict[bytes, bytes], script: list
         elif op == "rollback" and saved:
             state.rollback()
             model = saved.pop()
-        elif op == "root":
-            assert state.root() == state_root_reference(model)
         elif op == "take":
             _apply_changes(persisted, state.take_changes())
         assert state.in_transaction == bool(saved)
+        assert state.root() == state_root_reference(model)  # also fills the leaf cache
     assert dict(state.items()) == model
     assert list(state.items()) == sorted(model.items())
     assert len(state) == len(model)
@@ -178,7 +195,9 @@ def _apply_changes(store: dict[bytes, bytes], changes: dict[bytes, bytes | None]
 
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.binary(min_size=1, max_size=3), st.binary(max_size=3)), ops)
-def test_rollback_restores_exactly(initial: dict[bytes, bytes], script: list[tuple[Any, ...]]) -> None:
+def test_rollback_restores_exactly(
+    initial: dict[bytes, bytes], script: list[tuple[Any, ...]]
+) -> None:
     state = State(initial)
     root = state.root()
     state.begin()
@@ -222,8 +241,8 @@ def test_apply_block_happy_path(chain: ChainState, keys: Keys) -> None:
     assert follower.state.root() == block.header.state_root
     assert account_nonce(follower.state, d0.address) == 2
     assert account_nonce(follower.state, d1.address) == 1
-    stored = cbor.decode(follower.state.get(f"c/fl/update/1/{d0.address.hex()}".encode()))
-    assert stored["model"] == update_args(1)["model"] and stored["tx"] == txs[2].tx_hash
+    record = stored(follower.state, f"c/fl/update/1/{d0.address.hex()}".encode())
+    assert record["model"] == update_args(1)["model"] and record["tx"] == txs[2].tx_hash
 
 
 def test_propose_block_skips_inadmissible_candidates(chain: ChainState, keys: Keys) -> None:
@@ -255,7 +274,9 @@ def _short_sender(k: Keys) -> Transaction:
 BAD_TXS: dict[str, tuple[BadTx, str]] = {
     "bad signature": (_bad_signature, "bad signature"),
     "signature of another tx": (
-        lambda k: with_fields(update_tx(k.devices[0], 1), signature=update_tx(k.devices[0], 2).signature),
+        lambda k: with_fields(
+            update_tx(k.devices[0], 1), signature=update_tx(k.devices[0], 2).signature
+        ),
         "bad signature",
     ),
     "signed by another key": (
@@ -296,7 +317,9 @@ BAD_TXS: dict[str, tuple[BadTx, str]] = {
 @pytest.fixture
 def chain1(chain: ChainState, keys: Keys) -> ChainState:
     """The chain after block 1, in which device 0 used nonce 0."""
-    block, _ = propose_block(chain, [update_tx(keys.devices[0], 0)], keys.validator, chain.head.timestamp + 1)
+    block, _ = propose_block(
+        chain, [update_tx(keys.devices[0], 0)], keys.validator, chain.head.timestamp + 1
+    )
     apply_block(chain, block)
     return chain
 
@@ -347,7 +370,13 @@ def test_mempool_counts_queued_nonces(chain: ChainState, keys: Keys) -> None:
 def test_decode_tx_rejects_malformed_bytes(keys: Keys) -> None:
     good = update_tx(keys.devices[0], 0)
     assert decode_tx(good.encode()) == good
-    for junk in (b"", b"\xff", good.encode() + b"\x00", good.encode()[:-1], cbor.encode({"chain_id": CHAIN_ID})):
+    for junk in (
+        b"",
+        b"\xff",
+        good.encode() + b"\x00",
+        good.encode()[:-1],
+        cbor.encode({"chain_id": CHAIN_ID}),
+    ):
         with pytest.raises(InvalidTransaction, match="malformed transaction"):
             decode_tx(junk)
 
@@ -395,17 +424,63 @@ def test_contract_failure_keeps_nonce_and_rolls_back_writes(chain: ChainState, k
     assert receipts[1].result is None
     assert account_nonce(chain.state, d.address) == 2
     assert chain.state.get(f"c/fl/update_tx/{dup.tx_hash.hex()}".encode()) is None
-    record = cbor.decode(chain.state.get(f"c/fl/update/3/{d.address.hex()}".encode()))
+    record = stored(chain.state, f"c/fl/update/3/{d.address.hex()}".encode())
     assert record["tx"] == first.tx_hash
+
+
+@pytest.fixture
+def scratch_contract(monkeypatch: pytest.MonkeyPatch) -> Contract:
+    """A test-only contract whose ``write_then`` method writes, then fails or not (the fl
+    methods check before they write, so they cannot show a partial write being undone)."""
+    contract = Contract("scratch")
+
+    @contract.method
+    def write_then(ctx: Context, args: Any) -> Any:
+        ctx.put("first", args["value"])
+        ctx.put(f"by_value/{args['value']}", 1)
+        if args["fail"] == "require":
+            ctx.require(False, "asked to fail after writing")
+        if args["fail"] == "unencodable":
+            return 1.5  # results must be encodable: a float is not
+        return {"ok": True}
+
+    monkeypatch.setitem(REGISTRY, contract.name, contract)
+    return contract
+
+
+@pytest.mark.parametrize(
+    "fail, reason", [("require", "asked to fail after writing"), ("unencodable", "float")]
+)
+def test_contract_failure_rolls_back_its_own_writes(
+    chain: ChainState, keys: Keys, scratch_contract: Contract, fail: str, reason: str
+) -> None:
+    """STYLE principle 2: a failed call keeps only its nonce; earlier calls in the block keep theirs."""
+    d = keys.devices[0]
+    ok = make_tx(d, CHAIN_ID, 0, "scratch", "write_then", {"value": 1, "fail": "no"}, 1)
+    bad = make_tx(d, CHAIN_ID, 1, "scratch", "write_then", {"value": 2, "fail": fail}, 1)
+    block, rejected = propose_block(chain, [ok, bad], keys.validator, 1)
+    assert rejected == []
+    receipts = apply_block(chain, block)
+    assert receipts[0].success and receipts[0].result == {"ok": True}
+    assert not receipts[1].success and reason in receipts[1].error and receipts[1].result is None
+    assert stored(chain.state, b"c/scratch/first") == 1
+    assert chain.state.get(b"c/scratch/by_value/1") is not None
+    assert chain.state.get(b"c/scratch/by_value/2") is None
+    assert account_nonce(chain.state, d.address) == 2
+    assert chain.state.root() == block.header.state_root
 
 
 def test_failed_receipt_is_what_followers_compute(chain: ChainState, keys: Keys) -> None:
     """The receipts root commits to failures too, so a proposer cannot flip success."""
     d = keys.devices[0]
-    block, _ = propose_block(chain, [update_tx(d, 0, round_=3), update_tx(d, 1, round_=3)], keys.validator, 1)
+    block, _ = propose_block(
+        chain, [update_tx(d, 0, round_=3), update_tx(d, 1, round_=3)], keys.validator, 1
+    )
     flipped = Receipt(block.txs[1].tx_hash, True, "", None)
     good = apply_block(ChainState.from_genesis(chain.genesis), block)
-    forged = sign_header(block.header, keys.validator, receipts_root=receipts_root([good[0], flipped]))
+    forged = sign_header(
+        block.header, keys.validator, receipts_root=receipts_root([good[0], flipped])
+    )
     with pytest.raises(InvalidBlock, match="receipts root"):
         apply_block(chain, Block(forged, block.txs))
 
@@ -429,7 +504,9 @@ TAMPERED: dict[str, tuple[Callable[[Block, Keys, ChainState], Block], str]] = {
         "bad proposer signature",
     ),
     "non-validator proposer": (
-        lambda b, k, c: Block(sign_header(b.header, k.outsider, proposer=k.outsider.public_key), b.txs),
+        lambda b, k, c: Block(
+            sign_header(b.header, k.outsider, proposer=k.outsider.public_key), b.txs
+        ),
         "not a validator",
     ),
     "tx_root mismatch": (_retamper(tx_root=h32("root")), "tx root"),
@@ -437,7 +514,10 @@ TAMPERED: dict[str, tuple[Callable[[Block, Keys, ChainState], Block], str]] = {
     "state_root mismatch": (_retamper(state_root=h32("state")), "state root"),
     "receipts_root mismatch": (_retamper(receipts_root=h32("receipts")), "receipts root"),
     "tx_count mismatch": (_retamper(tx_count=3), "holds 2 transactions, header says 3"),
-    "tx dropped": (lambda b, k, c: Block(b.header, b.txs[:1]), "holds 1 transactions, header says 2"),
+    "tx dropped": (
+        lambda b, k, c: Block(b.header, b.txs[:1]),
+        "holds 1 transactions, header says 2",
+    ),
 }
 
 
@@ -454,9 +534,38 @@ def test_tampered_block_is_invalid(case: str, chain: ChainState, keys: Keys) -> 
     assert chain.height == 1
 
 
+def test_block_over_the_byte_limit_is_invalid(chain: ChainState, keys: Keys) -> None:
+    """A byzantine proposer's block of 135 near-64 KiB txs (> MAX_BLOCK_BYTES) must be refused."""
+    d = keys.devices[0]
+    txs = [
+        make_tx(d, CHAIN_ID, n, "fl", "submit_update", {**update_args(n), "pad": bytes(65_000)}, 1)
+        for n in range(135)
+    ]
+    assert sum(len(tx.encode()) for tx in txs) > MAX_BLOCK_BYTES
+    dry = ChainState(chain.genesis, chain.head, chain.state.copy())
+    receipts = [execute_tx(dry.state, CHAIN_ID, tx, 1, chain.head.timestamp + 1) for tx in txs]
+    block = forge_block(chain, txs, keys.validator)
+    block = Block(
+        sign_header(
+            block.header,
+            keys.validator,
+            receipts_root=receipts_root(receipts),
+            state_root=dry.state.root(),
+        ),
+        block.txs,
+    )
+    with pytest.raises(InvalidBlock, match="bytes"):
+        apply_block(chain, block)
+
+
 # -- fl contract ---------------------------------------------------------------------
-def publish_args(cloud: SigningKey, round_: int, signer: SigningKey | None = None, auth_round: int | None = None,
-                 parents: list[Any] | None = None) -> dict[str, Any]:
+def publish_args(
+    cloud: SigningKey,
+    round_: int,
+    signer: SigningKey | None = None,
+    auth_round: int | None = None,
+    parents: list[Any] | None = None,
+) -> dict[str, Any]:
     model, program = h32(f"global{round_}"), h32("program")
     msg = fl.authenticator_message(model, program, round_ if auth_round is None else auth_round)
     return {
@@ -473,7 +582,7 @@ def test_publish_model_with_good_authenticator(chain: ChainState, keys: Keys) ->
     """seed 004 §III-A: the owner signs H(model ‖ program ‖ round)."""
     receipt = call(chain, keys, keys.cloud, "publish_model", publish_args(keys.cloud, 0))
     assert receipt.success, receipt.error
-    assert cbor.decode(chain.state.get(b"c/fl/latest_round")) == 0
+    assert stored(chain.state, b"c/fl/latest_round") == 0
 
 
 @pytest.mark.parametrize(
@@ -481,10 +590,13 @@ def test_publish_model_with_good_authenticator(chain: ChainState, keys: Keys) ->
     [("device", None), ("cloud", 1)],
     ids=["signed by another key", "signed for another round"],
 )
-def test_publish_model_with_bad_authenticator_fails(chain: ChainState, keys: Keys, signer: str,
-                                                     auth_round: int | None) -> None:
+def test_publish_model_with_bad_authenticator_fails(
+    chain: ChainState, keys: Keys, signer: str, auth_round: int | None
+) -> None:
     key = keys.devices[0] if signer == "device" else keys.cloud
-    receipt = call(chain, keys, keys.cloud, "publish_model", publish_args(keys.cloud, 0, key, auth_round))
+    receipt = call(
+        chain, keys, keys.cloud, "publish_model", publish_args(keys.cloud, 0, key, auth_round)
+    )
     assert not receipt.success
     assert "authenticator does not verify" in receipt.error
     assert chain.state.get(b"c/fl/latest_round") is None
@@ -509,28 +621,47 @@ def test_edge_cannot_submit_update(chain: ChainState, keys: Keys) -> None:
 
 
 def _submit_round(chain: ChainState, keys: Keys, round_: int) -> list[bytes]:
-    txs = [update_tx(d, account_nonce(chain.state, d.address), round_, samples=10 + i, base=h32("b"), tag=str(i))
-           for i, d in enumerate(keys.devices)]
+    txs = [
+        update_tx(
+            d,
+            account_nonce(chain.state, d.address),
+            round_,
+            samples=10 + i,
+            base=h32("b"),
+            tag=str(i),
+        )
+        for i, d in enumerate(keys.devices)
+    ]
     block, _ = propose_block(chain, txs, keys.validator, chain.head.timestamp + 1)
     assert all(r.success for r in apply_block(chain, block))
     return [tx.tx_hash for tx in txs]
 
 
 def aggregate_args(round_: int, updates: list[bytes], samples: int) -> dict[str, Any]:
-    return {"round": round_, "base": h32("b"), "model": h32("agg"), "samples": samples, "updates": updates}
+    return {
+        "round": round_,
+        "base": h32("b"),
+        "model": h32("agg"),
+        "samples": samples,
+        "updates": updates,
+    }
 
 
 def test_record_aggregate_happy_path(chain: ChainState, keys: Keys) -> None:
     updates = _submit_round(chain, keys, 0)
-    receipt = call(chain, keys, keys.validator, "record_aggregate", aggregate_args(0, updates, 10 + 11 + 12))
+    receipt = call(
+        chain, keys, keys.validator, "record_aggregate", aggregate_args(0, updates, 10 + 11 + 12)
+    )
     assert receipt.success, receipt.error
-    assert cbor.decode(chain.state.get(b"c/fl/aggregate/0"))["updates"] == updates
+    assert stored(chain.state, b"c/fl/aggregate/0")["updates"] == updates
 
 
 def test_record_aggregate_with_unknown_update_fails(chain: ChainState, keys: Keys) -> None:
     updates = _submit_round(chain, keys, 0)
     bogus = h32("never submitted")
-    receipt = call(chain, keys, keys.validator, "record_aggregate", aggregate_args(0, [*updates, bogus], 33))
+    receipt = call(
+        chain, keys, keys.validator, "record_aggregate", aggregate_args(0, [*updates, bogus], 33)
+    )
     assert not receipt.success and f"update {bogus.hex()} is not on this chain" in receipt.error
     assert chain.state.get(b"c/fl/aggregate/0") is None
 
@@ -545,7 +676,13 @@ def test_record_aggregate_rejects_other_round_and_duplicates(chain: ChainState, 
     updates = _submit_round(chain, keys, 0)
     receipt = call(chain, keys, keys.validator, "record_aggregate", aggregate_args(1, updates, 33))
     assert not receipt.success and "another round or base" in receipt.error
-    receipt = call(chain, keys, keys.validator, "record_aggregate", aggregate_args(0, updates + updates[:1], 43))
+    receipt = call(
+        chain,
+        keys,
+        keys.validator,
+        "record_aggregate",
+        aggregate_args(0, updates + updates[:1], 43),
+    )
     assert not receipt.success and "listed twice" in receipt.error
 
 
@@ -565,7 +702,9 @@ def proven(chain: ChainState, keys: Keys) -> tuple[Block, list[Receipt]]:
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
-def test_tx_proof_accepts_a_good_proof(proven: tuple[Block, list[Receipt]], genesis: Genesis, index: int) -> None:
+def test_tx_proof_accepts_a_good_proof(
+    proven: tuple[Block, list[Receipt]], genesis: Genesis, index: int
+) -> None:
     """seed 002 §4.2.3 blockchain receipts; RFC 9162 §2.1.3.2 inclusion verification."""
     block, receipts = proven
     proof = TxProof.from_json(make_tx_proof(block, receipts, index).to_json())
@@ -573,7 +712,9 @@ def test_tx_proof_accepts_a_good_proof(proven: tuple[Block, list[Receipt]], gene
     assert tx == block.txs[index] and receipt == receipts[index] and header == block.header
 
 
-def test_tx_proof_rejects_a_tampered_tx(proven: tuple[Block, list[Receipt]], genesis: Genesis) -> None:
+def test_tx_proof_rejects_a_tampered_tx(
+    proven: tuple[Block, list[Receipt]], genesis: Genesis
+) -> None:
     block, receipts = proven
     proof = make_tx_proof(block, receipts, 1)
     model = update_args(0, tag="1")["model"]
@@ -587,7 +728,9 @@ def test_tx_proof_rejects_a_tampered_tx(proven: tuple[Block, list[Receipt]], gen
         verify_tx_proof(dataclasses.replace(proof, tx=other.tx), genesis)
 
 
-def test_tx_proof_rejects_a_tampered_header(proven: tuple[Block, list[Receipt]], genesis: Genesis) -> None:
+def test_tx_proof_rejects_a_tampered_header(
+    proven: tuple[Block, list[Receipt]], genesis: Genesis
+) -> None:
     block, receipts = proven
     proof = make_tx_proof(block, receipts, 0)
     header = dataclasses.replace(block.header, state_root=h32("forged"))
@@ -597,7 +740,9 @@ def test_tx_proof_rejects_a_tampered_header(proven: tuple[Block, list[Receipt]],
         verify_tx_proof(dataclasses.replace(proof, header=proof.header[:-1]), genesis)
 
 
-def test_tx_proof_rejects_a_wrong_tree_size(proven: tuple[Block, list[Receipt]], genesis: Genesis) -> None:
+def test_tx_proof_rejects_a_wrong_tree_size(
+    proven: tuple[Block, list[Receipt]], genesis: Genesis
+) -> None:
     """RFC 9162 proofs carry the tree size; it must be the header's tx_count."""
     block, receipts = proven
     proof = make_tx_proof(block, receipts, 2)
@@ -607,14 +752,20 @@ def test_tx_proof_rejects_a_wrong_tree_size(proven: tuple[Block, list[Receipt]],
             verify_tx_proof(dataclasses.replace(proof, tx_proof=wrong), genesis)
 
 
-def test_tx_proof_rejects_a_receipt_of_another_tx(proven: tuple[Block, list[Receipt]], genesis: Genesis) -> None:
+def test_tx_proof_rejects_a_receipt_of_another_tx(
+    proven: tuple[Block, list[Receipt]], genesis: Genesis
+) -> None:
     block, receipts = proven
     p0, p1 = make_tx_proof(block, receipts, 0), make_tx_proof(block, receipts, 1)
     with pytest.raises(VerificationFailed, match="another transaction"):
-        verify_tx_proof(dataclasses.replace(p0, receipt=p1.receipt, receipt_proof=p1.receipt_proof), genesis)
+        verify_tx_proof(
+            dataclasses.replace(p0, receipt=p1.receipt, receipt_proof=p1.receipt_proof), genesis
+        )
 
 
-def test_tx_proof_rejects_a_header_from_a_non_validator(chain: ChainState, keys: Keys, genesis: Genesis) -> None:
+def test_tx_proof_rejects_a_header_from_a_non_validator(
+    chain: ChainState, keys: Keys, genesis: Genesis
+) -> None:
     """Only the genesis validators' signatures make a header trustworthy (seed 000 §III, permissioned)."""
     block, _ = propose_block(chain, [update_tx(keys.devices[0], 0)], keys.outsider, 5)
     receipts = [Receipt(block.txs[0].tx_hash, True, "", None)]
@@ -631,8 +782,10 @@ def test_verify_header_chain(chain: ChainState, keys: Keys, genesis: Genesis) ->
         headers.append(block.header)
     verify_header_chain(headers, genesis)
     with pytest.raises(VerificationFailed, match="block 2 does not link to block 1"):
-        verify_header_chain([*headers[:2], sign_header(headers[2], keys.validator, prev_hash=h32("x")), headers[3]],
-                            genesis)
+        verify_header_chain(
+            [*headers[:2], sign_header(headers[2], keys.validator, prev_hash=h32("x")), headers[3]],
+            genesis,
+        )
     with pytest.raises(VerificationFailed, match="header 1 has height 2"):
         verify_header_chain([headers[0], headers[2]], genesis)
     with pytest.raises(VerificationFailed, match="genesis header does not match"):

@@ -28,7 +28,7 @@ class VerifiedTx:
 
     @property
     def args(self) -> dict[str, Any]:
-        return self.call.args  # type: ignore[no-any-return]
+        return self.call.args
 
 
 class ChainView:

@@ -81,16 +81,40 @@ class ReplayTiming:
 
 
 @bench.command("ledger-core")
-@click.option("--txs", "n_txs", default=5000, show_default=True, type=click.IntRange(1),
-              help="Transactions to generate, propose and replay.")
-@click.option("--senders", default=50, show_default=True, type=click.IntRange(1),
-              help="Distinct device accounts sending them.")
-@click.option("--block-size", default=500, show_default=True, type=click.IntRange(1, MAX_BLOCK_TXS),
-              help="Transactions per block.")
+@click.option(
+    "--txs",
+    "n_txs",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Transactions to generate, propose and replay.",
+)
+@click.option(
+    "--senders",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Distinct device accounts sending them.",
+)
+@click.option(
+    "--block-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, MAX_BLOCK_TXS),
+    help="Transactions per block.",
+)
 @click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
-@click.option("--profile", "profile_top", default=0, type=click.IntRange(0), metavar="N",
-              help="Also replay once under cProfile and print the top N functions to stderr.")
-def ledger_core(n_txs: int, senders: int, block_size: int, json_only: bool, profile_top: int) -> None:
+@click.option(
+    "--profile",
+    "profile_top",
+    default=0,
+    type=click.IntRange(0),
+    metavar="N",
+    help="Also replay once under cProfile and print the top N functions to stderr.",
+)
+def ledger_core(
+    n_txs: int, senders: int, block_size: int, json_only: bool, profile_top: int
+) -> None:
     """Follower throughput (decode + apply_block + state root) vs raw Ed25519 verification."""
     console = Console(stderr=True, quiet=json_only)
     with pinned_to_one_core() as cpu:
@@ -135,7 +159,9 @@ def device_key(i: int) -> SigningKey:
 def bench_genesis(proposer: SigningKey, devices: list[SigningKey]) -> Genesis:
     """A sub-chain with one edge validator and ``devices`` registered as devices."""
     idents = [Identity(proposer.public_key, "edge", "edge-0", CHAIN_ID)]
-    idents += [Identity(d.public_key, "device", f"device-{i}", CHAIN_ID) for i, d in enumerate(devices)]
+    idents += [
+        Identity(d.public_key, "device", f"device-{i}", CHAIN_ID) for i, d in enumerate(devices)
+    ]
     return Genesis(CHAIN_ID, GENESIS_TIME, (proposer.public_key,), tuple(idents), {})
 
 
@@ -156,7 +182,11 @@ def make_txs(devices: list[SigningKey], n: int) -> list[Transaction]:
     out = []
     for i in range(n):
         d, k = i % len(devices), i // len(devices)
-        out.append(make_tx(devices[d], CHAIN_ID, k, "fl", "submit_update", update_args(d, k), GENESIS_TIME + k))
+        out.append(
+            make_tx(
+                devices[d], CHAIN_ID, k, "fl", "submit_update", update_args(d, k), GENESIS_TIME + k
+            )
+        )
     return out
 
 
@@ -170,10 +200,13 @@ def build_workload(n_txs: int, senders: int, block_size: int) -> Workload:
     blocks: list[bytes] = []
     failed = 0
     for start in range(0, n_txs, block_size):
-        block, rejected = propose_block(chain, txs[start : start + block_size], proposer,
-                                        GENESIS_TIME + chain.height + 1)
+        block, rejected = propose_block(
+            chain, txs[start : start + block_size], proposer, GENESIS_TIME + chain.height + 1
+        )
         if rejected or len(block.txs) != len(txs[start : start + block_size]):
-            raise FedledgerError(f"bench workload bug: block {block.height} left out {len(rejected)} txs")
+            raise FedledgerError(
+                f"bench workload bug: block {block.height} left out {len(rejected)} txs"
+            )
         failed += sum(not r.success for r in apply_block(chain, block))
         blocks.append(block.encode())
     return Workload(genesis, proposer, txs, blocks, failed)
@@ -254,11 +287,17 @@ def pinned_to_one_core() -> Iterator[int | None]:
 
 def _table(r: dict[str, object]) -> str:
     rows = [
-        ("workload", f"{r['txs']} fl.submit_update txs, {r['senders']} devices, "
-                     f"{r['blocks']} blocks of ≤{r['block_size']}"),
+        (
+            "workload",
+            f"{r['txs']} fl.submit_update txs, {r['senders']} devices, "
+            f"{r['blocks']} blocks of ≤{r['block_size']}",
+        ),
         ("pinned cpu", str(r["cpu"])),
-        ("follower apply", f"{r['tx_per_s']:,} tx/s  ({r['us_per_tx']} µs/tx, "
-                           f"decode {r['decode_seconds']} s of {r['seconds']} s)"),
+        (
+            "follower apply",
+            f"{r['tx_per_s']:,} tx/s  ({r['us_per_tx']} µs/tx, "
+            f"decode {r['decode_seconds']} s of {r['seconds']} s)",
+        ),
         ("Ed25519 verify", f"{r['verify_ceiling_per_s']:,} /s  ({r['us_per_verify']} µs each)"),
         ("ratio", f"{r['ratio']}  (apply rate / verify ceiling)"),
         ("state keys", str(r["state_keys"])),

@@ -118,7 +118,7 @@ async def _follow_job(cloud: Any, rounds: int, console: Console) -> dict[str, An
             progress.update(task, completed=job.get("round", 0),
                             description=f"federated rounds (accuracy {acc[-1]:.3f})")
             if job["state"] != "running":
-                return job  # type: ignore[no-any-return]
+                return job
             await asyncio.sleep(0.2)
 
 

@@ -6,7 +6,7 @@ strict: it accepts only the data model below and only bytes that are exactly the
 canonical encoding of what they decode to, so every valid value has one
 encoding and two parties hashing "the same" object always agree.
 
-Allowed values: ``None``, ``bool``, ``int``, ``bytes``, ``str``, ``list`` (and
+Allowed values: ``None``, ``bool``, ``int`` in [-2^64, 2^64 - 1], ``bytes``, ``str``, ``list`` (and
 tuples on encode), and ``dict`` with ``str`` keys. Floats are excluded: their
 rounding is platform-sensitive and a signed record should carry fixed-point
 integers instead. Tags are excluded.
@@ -54,11 +54,16 @@ def decode(data: bytes, *, max_size: int | None = None) -> Any:
     return value
 
 
-_SCALARS = frozenset({type(None), bool, int, bytes, str})
+_SCALARS = frozenset({type(None), bool, bytes, str})
+INT_MIN, INT_MAX = -(2**64), 2**64 - 1  # CBOR major types 0 and 1; bignum tags are excluded
 
 
 def _check_value(value: Any, depth: int, *, encoding: bool) -> None:
     if type(value) in _SCALARS:  # exact-type fast path: this runs on every encode
+        return
+    if type(value) is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise TypeError("integers must fit in 64 bits (CBOR major types 0 and 1)")
         return
     if depth > MAX_DEPTH:
         raise TypeError(f"nesting deeper than {MAX_DEPTH}")
@@ -66,16 +71,17 @@ def _check_value(value: Any, depth: int, *, encoding: bool) -> None:
         for key, item in value.items():
             if type(key) is not str:
                 raise TypeError(f"map keys must be text strings, got {type(key).__name__}")
-            if type(item) not in _SCALARS:
-                _check_value(item, depth + 1, encoding=encoding)
+            _check_value(item, depth + 1, encoding=encoding)
         return
     if isinstance(value, list) or (encoding and isinstance(value, tuple)):
         for item in value:
             if type(item) not in _SCALARS:
                 _check_value(item, depth + 1, encoding=encoding)
         return
-    if isinstance(value, bool | int | bytes | str):
+    if isinstance(value, bool | bytes | str):
         return
+    if isinstance(value, int):
+        return _check_value(int(value), depth, encoding=encoding)
     if isinstance(value, float):
         raise TypeError("floats are not allowed in encoded objects; use fixed-point integers")
     raise TypeError(f"type {type(value).__name__} is not allowed in encoded objects")

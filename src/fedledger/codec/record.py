@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from functools import cache
 from typing import Any, ClassVar, Self, Union, get_args, get_origin
 
 from fedledger.codec import cbor
 from fedledger.errors import DecodeError
+
 
 class Record:
     """Mixin for frozen dataclasses that have one canonical encoding."""
@@ -49,7 +49,7 @@ class Record:
     @classmethod
     def from_obj(cls, obj: Any) -> Self:
         """Build and type-check a record from a decoded CBOR value."""
-        return _from_obj(cls, obj, cls.__name__)  # type: ignore[no-any-return]
+        return _from_obj(cls, obj, cls.__name__)
 
     @classmethod
     def decode(cls, data: bytes, *, max_size: int | None = None) -> Self:
@@ -60,13 +60,19 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly view for the HTTP API: bytes become lowercase hex."""
-        return _jsonable(self.to_obj())  # type: ignore[no-any-return]
+        return _jsonable(self.to_obj())
 
 
-@cache
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
 def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    """Field name -> annotation, resolved once per record class."""
+    fields = _FIELD_TYPES.get(cls)
+    if fields is None:
+        hints = typing.get_type_hints(cls)
+        fields = _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return fields
 
 
 def _to_obj(value: Any) -> Any:

@@ -86,9 +86,9 @@ def arg(args: Any, name: str, typ: type | tuple[type, ...], *, size: int | None 
     """Fetch and type-check one argument of a call, with a clear error."""
     if not isinstance(args, dict) or name not in args:
         raise ContractError(f"missing argument {name!r}")
-    value = args[name]
+    value: Any = args[name]
     if isinstance(value, bool) and typ is int or not isinstance(value, typ):
         raise ContractError(f"argument {name!r} has the wrong type")
-    if size is not None and len(value) != size:
+    if size is not None and len(args[name]) != size:
         raise ContractError(f"argument {name!r} must be {size} bytes")
     return value

@@ -13,6 +13,7 @@ from fedledger.codec import cbor
 from fedledger.crypto.hashing import tagged_hash
 
 TRAINING_PROGRAM_VERSION = "1"
+"""Bump whenever the training procedure changes in a way that changes its output."""
 
 
 def training_program(model: str, epochs: int, batch_size: int, lr: float, momentum: float) -> dict[str, Any]:

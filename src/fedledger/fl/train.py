@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 from fedledger.fl.data import Dataset
 from fedledger.fl.models import build_model, get_weights, set_weights
+from fedledger.fl.program import TRAINING_PROGRAM_VERSION
 from fedledger.fl.weights import Weights
 
-TRAINING_PROGRAM_VERSION = "1"
-"""Bump whenever the training procedure changes in a way that changes its output."""
+__all__ = ["TRAINING_PROGRAM_VERSION", "TrainConfig", "deterministic_torch", "evaluate", "train_local"]
 
 _EVAL_BATCH = 1024
 

@@ -11,7 +11,6 @@ call's writes are rolled back.
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -88,9 +87,12 @@ def execute_tx(state: State, chain_id: str, tx: Transaction, height: int, timest
     try:
         result = method(ctx, call.args)
         cbor.encode(result)  # results must be encodable to be provable
-    except (ContractError, DecodeError, TypeError, ValueError, KeyError) as exc:
+    except (ContractError, DecodeError) as exc:
         state.rollback()
-        return Receipt(tx.tx_hash, False, str(exc) or type(exc).__name__, None)
+        return Receipt(tx.tx_hash, False, str(exc), None)
+    except Exception as exc:  # bad arguments or a contract bug: deterministic, so safe to record
+        state.rollback()
+        return Receipt(tx.tx_hash, False, f"contract error: {type(exc).__name__}: {exc}", None)
     state.commit()
     return Receipt(tx.tx_hash, True, "", result)
 
@@ -125,6 +127,9 @@ def apply_block(chain: ChainState, block: Block) -> list[Receipt]:
     validate_header(chain, header)
     if len(block.txs) > MAX_BLOCK_TXS:
         raise InvalidBlock(f"block {header.height} has over {MAX_BLOCK_TXS} transactions")
+    size = sum(len(tx.encode()) for tx in block.txs)
+    if size > MAX_BLOCK_BYTES:
+        raise InvalidBlock(f"block {header.height} is {size} bytes, over the {MAX_BLOCK_BYTES}-byte limit")
     if len(block.txs) != header.tx_count:
         raise InvalidBlock(f"block {header.height} holds {len(block.txs)} transactions, header says {header.tx_count}")
     if tx_root(block.txs) != header.tx_root:

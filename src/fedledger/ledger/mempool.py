@@ -10,6 +10,7 @@ from fedledger.ledger.chain import account_nonce, check_admission
 from fedledger.ledger.state import State
 from fedledger.ledger.tx import Transaction
 
+
 class Mempool:
     """Transactions in arrival order, bounded in count and bytes, deduplicated by hash.
 
@@ -53,7 +54,7 @@ class Mempool:
 
     def select(self, limit: int) -> list[Transaction]:
         """Up to ``limit`` transactions in arrival order (per-sender nonce order is preserved)."""
-        out = []
+        out: list[Transaction] = []
         for tx in self._txs.values():
             if len(out) >= limit:
                 break

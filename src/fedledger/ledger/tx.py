@@ -10,7 +10,6 @@ for one chain cannot be replayed on another, nor twice on the same one.
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -42,7 +41,7 @@ class NodeClient:
                 if resp.content_type == "application/json":
                     return await resp.json()
                 return body
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise NodeUnavailable(f"{method} {url} failed: {exc or type(exc).__name__}") from None
 
     async def get_json(self, path: str, **kw: Any) -> Any:
@@ -53,7 +52,7 @@ class NodeClient:
 
     # -- chain ---------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
-        return await self.get_json("/v1/status")  # type: ignore[no-any-return]
+        return await self.get_json("/v1/status")
 
     async def submit_tx(self, tx: Transaction) -> bytes:
         out = await self._request("POST", "/v1/txs", data=tx.encode(), headers={"Content-Type": CBOR})
@@ -61,7 +60,7 @@ class NodeClient:
 
     async def wait_tx(self, tx_hash: bytes, timeout_s: float = 30.0) -> dict[str, Any]:
         """Block until the transaction is committed; return its location and receipt."""
-        return await self.get_json(  # type: ignore[no-any-return]
+        return await self.get_json(
             f"/v1/txs/{tx_hash.hex()}?wait={timeout_s}", timeout_s=timeout_s + 10
         )
 
@@ -100,7 +99,7 @@ class NodeClient:
         data = await self._request("GET", f"/v1/blobs/{address}")
         if sha256(data).hex() != address:
             raise BlobCorrupted(f"blob {address} served by {self.base_url} does not match its hash")
-        return data  # type: ignore[no-any-return]
+        return data
 
 
 def _raise_for(status: int, body: bytes, url: str) -> None:

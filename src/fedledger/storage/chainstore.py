@@ -13,7 +13,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+from fedledger.crypto.keys import Domain, is_valid
 from fedledger.errors import DecodeError, NotFound, StoreCorrupted
 from fedledger.ledger.block import Block, BlockHeader, Receipt
 from fedledger.ledger.chain import ChainState
@@ -41,10 +43,14 @@ def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreCorrupted:
 class ChainStore:
     """Persistent replica of one chain."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if read_only:
+                uri = f"file:{self.path.resolve()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -185,9 +191,11 @@ class ChainStore:
         tx = self._decode(Transaction, body, f"transaction at height {height}")
         if tx.tx_hash != tx_hash:
             raise StoreCorrupted(f"transaction at height {height} does not match its stored hash")
+        if not is_valid(tx.sender, Domain.TX, tx.signing_bytes(), tx.signature):
+            raise StoreCorrupted(f"transaction {tx_hash.hex()} at height {height} has a corrupted signature")
         return tx
 
-    def _decode(self, cls, raw: bytes, what: str):  # type: ignore[no-untyped-def]
+    def _decode(self, cls, raw: bytes, what: str):
         try:
             return cls.decode(raw)
         except DecodeError as exc:
@@ -197,13 +205,14 @@ class ChainStore:
         row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else bytes(row[0])
 
-    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
         try:
-            return self._db.execute(sql, params).fetchone()  # type: ignore[no-any-return]
+            row: tuple[Any, ...] | None = self._db.execute(sql, params).fetchone()
+            return row
         except sqlite3.DatabaseError as exc:
             raise _damaged(self.path, exc) from None
 
-    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -223,7 +232,7 @@ class _Transaction:
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             try:
                 self._db.execute("COMMIT")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedledger.errors import FedledgerError, StoreCorrupted
+from fedledger.errors import FedledgerError, NotFound, StoreCorrupted
 from fedledger.ledger.chain import ChainState, apply_block
 from fedledger.storage.chainstore import ChainStore
 
@@ -35,8 +35,8 @@ def verify_chain(path: Path | str) -> ChainReport:
     """Replay the chain stored at ``path``; never raises for corruption, it reports it."""
     path = Path(path)
     if not path.exists():
-        raise FedledgerError(f"no database at {path}")
-    store = ChainStore(path)
+        raise NotFound(f"no chain database at {path}")
+    store = ChainStore(path, read_only=True)
     try:
         return _verify(store)
     finally:
