@@ -54,7 +54,7 @@ async def _serve(cfg: NodeConfig) -> None:
     async with aiohttp.ClientSession() as session:
         ctx = RoleContext(cfg=cfg, api=api, blobs=blobs, session=session, chain=chain)
         _role_class(cfg.role)(ctx)
-        runner = web.AppRunner(api.app, access_log=None)
+        runner = web.AppRunner(api.app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, cfg.host, cfg.port).start()
