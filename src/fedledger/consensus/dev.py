@@ -15,6 +15,7 @@ from fedledger.consensus.engine import Ready, TxSource
 from fedledger.crypto.keys import SigningKey
 from fedledger.ledger.block import MAX_BLOCK_TXS, Block
 from fedledger.ledger.chain import ChainState, propose_block
+from fedledger.ledger.tx import Transaction
 
 
 class DevEngine:
@@ -35,7 +36,7 @@ class DevEngine:
         self._now = 0
         self._last_block_ms = -block_interval_ms
         self._ready = Ready()
-        self.rejected: list = []  # transactions a proposal skipped; the runtime drops them
+        self.rejected: list[Transaction] = []  # skipped by a proposal; the runtime drops them
 
     def tick(self, now_ms: int) -> None:
         self._now = now_ms

@@ -198,16 +198,12 @@ class NodeAPI:
                             content_type="application/octet-stream")
 
 
-def json_body_error(exc: Exception) -> UsageError:
-    return UsageError(f"request body is not valid JSON: {exc}")
-
-
 async def read_json(request: web.Request) -> dict[str, Any]:
     """Parse a JSON object body or raise a 400-mapped error."""
     try:
         body = await request.json()
     except (ValueError, json.JSONDecodeError) as exc:
-        raise json_body_error(exc) from None
+        raise UsageError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise UsageError("request body must be a JSON object")
     return body
