@@ -39,6 +39,7 @@ __all__ = [
     "leaf_hash",
     "merkle_root",
     "node_hash",
+    "root_from_leaf_hashes",
     "verify_inclusion",
 ]
 
@@ -84,7 +85,12 @@ def _next_level(level: list[bytes]) -> list[bytes]:
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """RFC 6962 Merkle Tree Hash of the raw leaf data (``EMPTY_ROOT`` for no leaves)."""
-    level = [leaf_hash(_check_leaf(d, i)) for i, d in enumerate(leaves)]
+    return root_from_leaf_hashes([leaf_hash(_check_leaf(d, i)) for i, d in enumerate(leaves)])
+
+
+def root_from_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
+    """The same root from already computed leaf hashes (for callers that cache them)."""
+    level = list(hashes)
     if not level:
         return EMPTY_ROOT
     while len(level) > 1:

@@ -14,7 +14,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping
 
 from fedledger.codec import cbor
-from fedledger.crypto.merkle import merkle_root
+from fedledger.crypto.merkle import leaf_hash, merkle_root, root_from_leaf_hashes
 
 _MISSING = object()
 
@@ -34,7 +34,8 @@ class State:
     def __init__(self, items: Mapping[bytes, bytes] | None = None) -> None:
         self._data: dict[bytes, bytes] = dict(items or {})
         self._keys: list[bytes] = sorted(self._data)
-        self._leaves: dict[bytes, bytes] = {}
+        self._leaves: dict[bytes, bytes] = {}  # key -> leaf hash
+        self._root: bytes | None = None
         self._journal: list[dict[bytes, object]] = []
         self._dirty: dict[bytes, bytes | None] = {}
 
@@ -59,13 +60,15 @@ class State:
             i += 1
 
     def root(self) -> bytes:
-        leaves = []
-        for k in self._keys:
-            leaf = self._leaves.get(k)
-            if leaf is None:
-                leaf = self._leaves[k] = state_leaf(k, self._data[k])
-            leaves.append(leaf)
-        return merkle_root(leaves)
+        if self._root is None:
+            hashes = []
+            for k in self._keys:
+                h = self._leaves.get(k)
+                if h is None:
+                    h = self._leaves[k] = leaf_hash(state_leaf(k, self._data[k]))
+                hashes.append(h)
+            self._root = root_from_leaf_hashes(hashes)
+        return self._root
 
     # -- writes ------------------------------------------------------------
     def set(self, key: bytes, value: bytes) -> None:
@@ -74,6 +77,7 @@ class State:
             insort(self._keys, key)
         self._data[key] = value
         self._leaves.pop(key, None)
+        self._root = None
         self._dirty[key] = value
 
     def delete(self, key: bytes) -> None:
@@ -83,6 +87,7 @@ class State:
         del self._data[key]
         self._keys.pop(bisect_left(self._keys, key))
         self._leaves.pop(key, None)
+        self._root = None
         self._dirty[key] = None
 
     def _record(self, key: bytes) -> None:
@@ -112,6 +117,7 @@ class State:
                     insort(self._keys, key)
                 self._data[key] = old  # type: ignore[assignment]
             self._leaves.pop(key, None)
+            self._root = None
             self._dirty[key] = self._data.get(key)
 
     @property
