@@ -85,7 +85,9 @@ def test_job_runs_and_edge_crash_loses_no_committed_block(cluster: Any) -> None:
     dep, sup = cluster
     status, job = _post(dep.url("cloud") + "/v1/fl/job", {"rounds": 3})
     assert status == 202, job
-    while _get(dep.url("cloud") + "/v1/fl/job")["round"] < 1:
+    deadline = time.monotonic() + 120
+    while (job := _get(dep.url("cloud") + "/v1/fl/job"))["round"] < 1:
+        assert job["state"] == "running" and time.monotonic() < deadline, job
         time.sleep(0.1)
     before = _headers(dep.url("edge-1"))
     assert len(before) > 1
