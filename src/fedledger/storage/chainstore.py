@@ -4,8 +4,10 @@ One SQLite file per chain replica, in WAL mode with ``synchronous=FULL``: a
 block, its transactions, its receipts and the state changes it caused are
 written in one SQLite transaction, so after a crash (even ``kill -9``) the
 store reopens at the last committed block with the matching state. Records are
-stored as their canonical encodings and re-hashed on read where a hash is
-known, so silent corruption surfaces as :class:`StoreCorrupted`.
+stored as their canonical encodings next to a SHA-256 digest of the bytes;
+every read re-hashes them (and checks the record's own hash, where it has one),
+so silent corruption of any byte, signatures included, surfaces as
+:class:`StoreCorrupted` for the price of one SHA-256.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fedledger.crypto.keys import Domain, is_valid
+from fedledger.crypto.hashing import sha256
 from fedledger.errors import DecodeError, NotFound, StoreCorrupted
 from fedledger.ledger.block import Block, BlockHeader, Receipt
 from fedledger.ledger.chain import ChainState
@@ -26,12 +28,14 @@ from fedledger.ledger.tx import Transaction
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS blocks (
-    height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, header BLOB NOT NULL);
+    height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, header BLOB NOT NULL, digest BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS txs (
-    hash BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL, body BLOB NOT NULL);
+    hash BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL, body BLOB NOT NULL,
+    digest BLOB NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS txs_by_position ON txs (height, idx);
 CREATE TABLE IF NOT EXISTS receipts (
-    tx_hash BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL, body BLOB NOT NULL);
+    tx_hash BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL, body BLOB NOT NULL,
+    digest BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS state (key BLOB PRIMARY KEY, value BLOB NOT NULL);
 """
 
@@ -96,16 +100,17 @@ class ChainStore:
 
     def _insert_block(self, block: Block, receipts: list[Receipt]) -> None:
         h = block.header.height
+        header = block.header.encode()
         self._db.execute(
-            "INSERT INTO blocks VALUES (?, ?, ?)", (h, block.block_hash, block.header.encode())
+            "INSERT INTO blocks VALUES (?, ?, ?, ?)", (h, block.block_hash, header, sha256(header))
         )
         self._db.executemany(
-            "INSERT INTO txs VALUES (?, ?, ?, ?)",
-            [(tx.tx_hash, h, i, tx.encode()) for i, tx in enumerate(block.txs)],
+            "INSERT INTO txs VALUES (?, ?, ?, ?, ?)",
+            [(tx.tx_hash, h, i, tx.encode(), sha256(tx.encode())) for i, tx in enumerate(block.txs)],
         )
         self._db.executemany(
-            "INSERT INTO receipts VALUES (?, ?, ?, ?)",
-            [(r.tx_hash, h, i, r.encode()) for i, r in enumerate(receipts)],
+            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?)",
+            [(r.tx_hash, h, i, r.encode(), sha256(r.encode())) for i, r in enumerate(receipts)],
         )
 
     def _write_state(self, changes: Mapping[bytes, bytes | None]) -> None:
@@ -128,10 +133,10 @@ class ChainStore:
         return self._decode(Genesis, raw, "genesis")
 
     def header(self, height: int) -> BlockHeader:
-        row = self._one("SELECT hash, header FROM blocks WHERE height = ?", (height,))
+        row = self._one("SELECT hash, header, digest FROM blocks WHERE height = ?", (height,))
         if row is None:
             raise NotFound(f"no block at height {height}")
-        header = self._decode(BlockHeader, row[1], f"block {height} header")
+        header = self._decode(BlockHeader, row[1], f"block {height} header", row[2])
         if header.block_hash != row[0] or header.height != height:
             raise StoreCorrupted(f"block {height} header does not match its stored hash")
         return header
@@ -143,15 +148,15 @@ class ChainStore:
         return int(row[0])
 
     def block_txs(self, height: int) -> tuple[Transaction, ...]:
-        rows = self._rows("SELECT hash, body FROM txs WHERE height = ? ORDER BY idx", (height,))
-        return tuple(self._checked_tx(h, body, height) for h, body in rows)
+        rows = self._rows("SELECT hash, body, digest FROM txs WHERE height = ? ORDER BY idx", (height,))
+        return tuple(self._checked_tx(h, body, digest, height) for h, body, digest in rows)
 
     def block(self, height: int) -> Block:
         return Block(header=self.header(height), txs=self.block_txs(height))
 
     def receipts(self, height: int) -> list[Receipt]:
-        rows = self._rows("SELECT body FROM receipts WHERE height = ? ORDER BY idx", (height,))
-        return [self._decode(Receipt, body, f"receipt at height {height}") for (body,) in rows]
+        rows = self._rows("SELECT body, digest FROM receipts WHERE height = ? ORDER BY idx", (height,))
+        return [self._decode(Receipt, body, f"receipt at height {height}", digest) for body, digest in rows]
 
     def tx_location(self, tx_hash: bytes) -> tuple[int, int]:
         row = self._one("SELECT height, idx FROM txs WHERE hash = ?", (tx_hash,))
@@ -160,18 +165,18 @@ class ChainStore:
         return int(row[0]), int(row[1])
 
     def tx(self, tx_hash: bytes) -> Transaction:
-        row = self._one("SELECT body, height FROM txs WHERE hash = ?", (tx_hash,))
+        row = self._one("SELECT body, digest, height FROM txs WHERE hash = ?", (tx_hash,))
         if row is None:
             raise NotFound(f"no transaction {tx_hash.hex()}")
-        return self._checked_tx(tx_hash, row[0], row[1])
+        return self._checked_tx(tx_hash, row[0], row[1], row[2])
 
     def receipt(self, tx_hash: bytes) -> Receipt:
-        row = self._one("SELECT body, height FROM receipts WHERE tx_hash = ?", (tx_hash,))
+        row = self._one("SELECT body, digest, height FROM receipts WHERE tx_hash = ?", (tx_hash,))
         if row is None:
             raise NotFound(f"no receipt for {tx_hash.hex()}")
-        receipt = self._decode(Receipt, row[0], f"receipt at height {row[1]}")
+        receipt = self._decode(Receipt, row[0], f"receipt at height {row[2]}", row[1])
         if receipt.tx_hash != tx_hash:
-            raise StoreCorrupted(f"receipt at height {row[1]} does not belong to {tx_hash.hex()}")
+            raise StoreCorrupted(f"receipt at height {row[2]} does not belong to {tx_hash.hex()}")
         return receipt
 
     def stored_state(self) -> dict[bytes, bytes]:
@@ -187,15 +192,16 @@ class ChainStore:
         return [] if rows == ["ok"] else rows
 
     # -- helpers -----------------------------------------------------------
-    def _checked_tx(self, tx_hash: bytes, body: bytes, height: int) -> Transaction:
-        tx = self._decode(Transaction, body, f"transaction at height {height}")
+    def _checked_tx(self, tx_hash: bytes, body: bytes, digest: bytes, height: int) -> Transaction:
+        tx = self._decode(Transaction, body, f"transaction at height {height}", digest)
         if tx.tx_hash != tx_hash:
             raise StoreCorrupted(f"transaction at height {height} does not match its stored hash")
-        if not is_valid(tx.sender, Domain.TX, tx.signing_bytes(), tx.signature):
-            raise StoreCorrupted(f"transaction {tx_hash.hex()} at height {height} has a corrupted signature")
         return tx
 
-    def _decode(self, cls, raw: bytes, what: str):
+    def _decode(self, cls, raw: bytes, what: str, digest: bytes | None = None):
+        """Decode a stored record, first checking its bytes against their stored digest."""
+        if digest is not None and sha256(raw) != digest:
+            raise StoreCorrupted(f"{what} in {self.path} is corrupted: its bytes no longer match their stored digest")
         try:
             return cls.decode(raw)
         except DecodeError as exc:
