@@ -1,6 +1,1 @@
-"""Consensus engines: deterministic state machines behind one interface."""
-
-from fedledger.consensus.dev import DevEngine
-from fedledger.consensus.engine import Engine, Ready
-
-__all__ = ["DevEngine", "Engine", "Ready"]
+"""Consensus engines: deterministic state machines behind one interface (``consensus/engine.py``)."""

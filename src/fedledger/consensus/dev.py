@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedledger.consensus.engine import Ready, TxSource
+from fedledger.consensus.engine import Committed, Ready, TxSource
 from fedledger.crypto.keys import SigningKey
 from fedledger.ledger.block import MAX_BLOCK_TXS, Block
-from fedledger.ledger.chain import ChainState, propose_block
+from fedledger.ledger.chain import ChainState, apply_block, propose_block
 from fedledger.ledger.tx import Transaction
 
 
@@ -40,7 +40,7 @@ class DevEngine:
 
     def tick(self, now_ms: int) -> None:
         self._now = now_ms
-        if not self.is_proposer or self._ready.blocks or len(self.txs) == 0:
+        if not self.is_proposer or self._ready.committed or len(self.txs) == 0:
             return
         if now_ms - self._last_block_ms < self.block_interval_ms:
             return
@@ -49,17 +49,16 @@ class DevEngine:
         )
         self.rejected.extend(rejected)
         if block.txs:
-            self._ready.blocks.append(block)
+            receipts = apply_block(self.chain, block)
+            self._ready.committed.append(Committed(block, receipts, self.chain.state.take_changes()))
             self._last_block_ms = now_ms
 
-    def step(self, peer: str, message: bytes) -> None:
+    def step(self, peer: bytes, message: bytes) -> None:
         """The dev engine has no peer protocol; followers sync blocks through the store API."""
 
     def ready(self) -> Ready:
         out, self._ready = self._ready, Ready()
-        if out.blocks:
-            out.finalized_height = out.blocks[-1].height
         return out
 
     def advance(self, applied: Sequence[Block]) -> None:
-        """Nothing to track: the chain state is advanced by the runtime's apply."""
+        """Nothing to track: the block was applied when it was made."""

@@ -1,6 +1,15 @@
 """Deterministic on-chain programs. Importing this package registers them all."""
 
-from fedledger.contracts import fl, identity
-from fedledger.contracts.base import REGISTRY, Context, Contract, lookup
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["REGISTRY", "Context", "Contract", "fl", "identity", "lookup"]
+from fedledger.contracts import beacon, fl, identity, microchain
+from fedledger.contracts.base import REGISTRY, Context, Contract, lookup
+from fedledger.ledger.state import State
+
+# State rules a consensus engine runs at the end of every block, by engine name.
+BLOCK_HOOKS: dict[str, Callable[[State, str, int, bytes, bytes, Any], None]] = {
+    "microchain": microchain.finish_block,
+}
+
+__all__ = ["BLOCK_HOOKS", "REGISTRY", "Context", "Contract", "beacon", "fl", "identity", "lookup", "microchain"]

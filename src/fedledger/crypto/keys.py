@@ -31,6 +31,9 @@ class Domain:
     BLOCK = "block"
     AUTHENTICATOR = "authenticator"
     DATA = "data"
+    P2P = "p2p"
+    VOTE = "vote"
+    ARBITRATION = "arbitration"
 
 
 def address_of(public_key: bytes) -> bytes:

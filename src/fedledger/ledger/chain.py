@@ -47,6 +47,17 @@ class ChainState:
     def height(self) -> int:
         return self.head.height
 
+    @property
+    def engine(self) -> str:
+        return str(self.genesis.params.get("engine", "dev"))
+
+
+def finish_block(chain: ChainState, height: int, prev_hash: bytes, proposer: bytes, consensus: object) -> None:
+    """Run the consensus engine's state rules at the end of a block (credit, committee, ...)."""
+    hook = contracts.BLOCK_HOOKS.get(chain.engine)
+    if hook is not None:
+        hook(chain.state, chain.chain_id, height, prev_hash, proposer, consensus)
+
 
 def nonce_key(address: bytes) -> bytes:
     return b"n/" + address
@@ -137,6 +148,7 @@ def apply_block(chain: ChainState, block: Block) -> list[Receipt]:
     chain.state.begin()
     try:
         receipts = _execute_all(chain, block.txs, header.height, header.timestamp)
+        finish_block(chain, header.height, header.prev_hash, header.proposer, header.consensus)
         if receipts_root(receipts) != header.receipts_root:
             raise InvalidBlock(f"receipts root of block {header.height} does not match execution")
         if chain.state.root() != header.state_root:
@@ -195,6 +207,7 @@ def propose_block(
             chain.state.commit()
             included.append(tx)
             size += tx_size
+        finish_block(chain, height, chain.head.block_hash, key.public_key, consensus)
         state_root = chain.state.root()
     finally:
         chain.state.rollback()

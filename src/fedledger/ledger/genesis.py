@@ -47,6 +47,12 @@ class Genesis(Record):
 
         state = State()
         seed_identities(state, self.identities)
+        if self.params.get("engine") == "microchain":
+            from fedledger.consensus.microchain.params import MicrochainParams
+            from fedledger.contracts.microchain import seed_microchain
+
+            params = MicrochainParams.from_obj(self.params.get("microchain"))
+            seed_microchain(state, params, list(self.validators), self.genesis_hash)
         state.take_changes()
         return state
 

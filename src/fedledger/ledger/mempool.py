@@ -52,13 +52,15 @@ class Mempool:
         """How many of the account's transactions wait in the pool."""
         return self._pending.get(address, 0)
 
-    def select(self, limit: int) -> list[Transaction]:
-        """Up to ``limit`` transactions in arrival order (per-sender nonce order is preserved)."""
+    def select(self, limit: int, exclude: frozenset[bytes] | set[bytes] = frozenset()) -> list[Transaction]:
+        """Up to ``limit`` transactions in arrival order (per-sender nonce order is preserved),
+        skipping those in ``exclude`` (e.g. already in an unfinalized block of the branch)."""
         out: list[Transaction] = []
-        for tx in self._txs.values():
+        for tx_hash, tx in self._txs.items():
             if len(out) >= limit:
                 break
-            out.append(tx)
+            if tx_hash not in exclude:
+                out.append(tx)
         return out
 
     def remove(self, txs: Iterable[Transaction]) -> None:

@@ -120,6 +120,26 @@ class State:
             self._root = None
             self._dirty[key] = self._data.get(key)
 
+    def detach(self) -> dict[bytes, object]:
+        """End the innermost transaction keeping its writes; return its undo record for :meth:`revert`."""
+        return self._journal.pop()
+
+    def revert(self, undo: Mapping[bytes, object]) -> None:
+        """Restore the values an undo record from :meth:`detach` saved."""
+        for key, old in undo.items():
+            if old is _MISSING:
+                self.delete(key)
+            else:
+                self.set(key, old)  # type: ignore[arg-type]
+
+    def apply(self, changes: Mapping[bytes, bytes | None]) -> None:
+        """Replay changes from :meth:`take_changes` (``None`` deletes)."""
+        for key, value in changes.items():
+            if value is None:
+                self.delete(key)
+            else:
+                self.set(key, value)
+
     @property
     def in_transaction(self) -> bool:
         return bool(self._journal)

@@ -20,7 +20,7 @@ from fedledger.crypto.keys import SigningKey
 from fedledger.errors import ConfigError, DecodeError
 from fedledger.ledger.genesis import Genesis
 
-ROLES = ("cloud", "edge", "devices")
+ROLES = ("cloud", "edge", "devices", "validator")
 
 
 @dataclass
@@ -37,6 +37,13 @@ class NodeConfig:
     fl: dict[str, Any] = field(default_factory=dict)
     block_interval_ms: int = 50
     tick_ms: int = 10
+    p2p_port: int | None = None  # consensus transport (TCP) for multi-validator chains
+    chain_peers: dict[str, str] = field(default_factory=dict)  # validator public key hex -> "host:port"
+    arbitrator_seed: bytes | None = None  # Rule 3 arbitrator key, on the node that holds it
+
+    @property
+    def arbitrator(self) -> SigningKey | None:
+        return None if self.arbitrator_seed is None else SigningKey.from_seed(self.arbitrator_seed)
 
     @property
     def key(self) -> SigningKey:
@@ -49,6 +56,7 @@ class NodeConfig:
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items()}
         out["key_seed"] = self.key_seed.hex()
+        out["arbitrator_seed"] = None if self.arbitrator_seed is None else self.arbitrator_seed.hex()
         for k in ("data_dir", "genesis", "main_genesis"):
             out[k] = None if out[k] is None else str(out[k])
         return out
@@ -83,6 +91,9 @@ def load_config(path: Path | str) -> NodeConfig:
             fl=dict(raw.get("fl", {})),
             block_interval_ms=int(raw.get("block_interval_ms", 50)),
             tick_ms=int(raw.get("tick_ms", 10)),
+            p2p_port=int(raw["p2p_port"]) if raw.get("p2p_port") else None,
+            chain_peers={str(k): str(v) for k, v in dict(raw.get("chain_peers", {})).items()},
+            arbitrator_seed=bytes.fromhex(raw["arbitrator_seed"]) if raw.get("arbitrator_seed") else None,
         )
     except KeyError as exc:
         raise ConfigError(f"{path}: missing setting {exc.args[0]!r}") from None
@@ -94,7 +105,13 @@ def load_config(path: Path | str) -> NodeConfig:
         raise ConfigError(f"{path}: key_seed must be 32 bytes of hex")
     if not 0 < cfg.port < 65536:
         raise ConfigError(f"{path}: port must be 1-65535")
-    if cfg.role in ("cloud", "edge") and cfg.genesis is None:
+    if cfg.arbitrator_seed is not None and len(cfg.arbitrator_seed) != 32:
+        raise ConfigError(f"{path}: arbitrator_seed must be 32 bytes of hex")
+    for pk, addr in cfg.chain_peers.items():
+        host, _, port = addr.rpartition(":")
+        if len(pk) != 64 or not host or not port.isdigit():
+            raise ConfigError(f"{path}: chain_peers maps a 64-hex-digit key to host:port, not {pk!r}: {addr!r}")
+    if cfg.role in ("cloud", "edge", "validator") and cfg.genesis is None:
         raise ConfigError(f"{path}: a {cfg.role} node needs a genesis file")
     return cfg
 

@@ -2,7 +2,11 @@
 
 Used by ``fedledger demo`` and the multi-process tests. Every node gets a fresh
 random Ed25519 key; the main chain admits the cloud and the edges, each
-sub-chain admits its edge, its devices and the cloud.
+sub-chain admits its edge, its devices and the cloud. Each edge sub-chain is a
+microchain run by ``validators_per_edge`` validator processes: the edge node
+itself (which also aggregates) and validator-only nodes ``edge-N-vK``, joined
+by a full mesh of signed TCP links. The edge operator's node holds the Rule 3
+arbitrator key of its sub-chain.
 """
 
 from __future__ import annotations
@@ -64,12 +68,19 @@ def make_deployment(
     devices_per_edge: int = 10,
     fl: dict[str, Any] | None = None,
     block_interval_ms: int = 50,
+    validators_per_edge: int = 4,
+    microchain: dict[str, Any] | None = None,
 ) -> Deployment:
     workdir.mkdir(parents=True, exist_ok=True)
     fl = dict(fl or {})
-    ports = free_ports(1 + 2 * edges)
+    extra = validators_per_edge - 1
+    ports = free_ports(1 + 2 * edges + edges * extra + edges * validators_per_edge)
+    api_ports = iter(ports[1 + 2 * edges : 1 + 2 * edges + edges * extra])
+    p2p_ports = iter(ports[1 + 2 * edges + edges * extra :])
     cloud_key = SigningKey.generate()
     edge_keys = [SigningKey.generate() for _ in range(edges)]
+    validator_keys = [[edge_keys[i]] + [SigningKey.generate() for _ in range(extra)] for i in range(edges)]
+    arbitrators = [SigningKey.generate() for _ in range(edges)]
     device_keys = [[SigningKey.generate() for _ in range(devices_per_edge)] for _ in range(edges)]
     chains = [f"sub-{i + 1}" for i in range(edges)]
     now = int(time.time() * 1000)
@@ -82,7 +93,13 @@ def make_deployment(
     for i, chain in enumerate(chains):
         devs = tuple(Identity(k.public_key, "device", f"device-{i + 1}-{j + 1}", chain)
                      for j, k in enumerate(device_keys[i]))
-        sub = Genesis(chain, now, (edge_keys[i].public_key,), (edge_ids[i], *devs, cloud_id), {"engine": "dev"})
+        vals = tuple(k.public_key for k in validator_keys[i])
+        val_ids = tuple(Identity(k.public_key, "edge", f"edge-{i + 1}-v{j + 1}", chain)
+                        for j, k in enumerate(validator_keys[i]) if j > 0)
+        params = {"committee_size": validators_per_edge, "arbitrator": arbitrators[i].public_key,
+                  **(microchain or {})}
+        sub = Genesis(chain, now, vals, (edge_ids[i], *val_ids, *devs, cloud_id),
+                      {"engine": "microchain", "microchain": params})
         dep.geneses[chain] = _write(workdir / f"{chain}.genesis", sub.encode())
 
     cloud_url = f"http://127.0.0.1:{ports[0]}"
@@ -96,12 +113,22 @@ def make_deployment(
     )
     for i, chain in enumerate(chains):
         name = f"edge-{i + 1}"
+        mesh_ports = [next(p2p_ports) for _ in validator_keys[i]]
+        mesh = {k.public_key.hex(): f"127.0.0.1:{p}" for k, p in zip(validator_keys[i], mesh_ports, strict=True)}
         dep.configs[name] = NodeConfig(
             role="edge", name=name, port=ports[1 + i], data_dir=workdir / name, key_seed=edge_keys[i].seed(),
             genesis=dep.geneses[chain], main_genesis=dep.geneses[MAIN_CHAIN],
             peers={"cloud": cloud_url, "devices": [pool_urls[i]]}, fl={**common, "chain_id": chain},
-            block_interval_ms=block_interval_ms,
+            block_interval_ms=block_interval_ms, p2p_port=mesh_ports[0], chain_peers=mesh,
+            arbitrator_seed=arbitrators[i].seed(),
         )
+        for j in range(1, validators_per_edge):
+            vname = f"{name}-v{j + 1}"
+            dep.configs[vname] = NodeConfig(
+                role="validator", name=vname, port=next(api_ports), data_dir=workdir / vname,
+                key_seed=validator_keys[i][j].seed(), genesis=dep.geneses[chain], p2p_port=mesh_ports[j],
+                chain_peers=mesh,
+            )
         devices = [{"name": f"device-{i + 1}-{j + 1}", "key_seed": k.seed().hex(), "partition": i * devices_per_edge + j}
                    for j, k in enumerate(device_keys[i])]
         pool = f"devices-{i + 1}"

@@ -13,6 +13,7 @@ from aiohttp import web
 from fedledger.errors import ConfigError
 from fedledger.logs import log_event
 from fedledger.net.api import NodeAPI
+from fedledger.net.p2p import PeerNetwork
 from fedledger.node.chain_node import ChainNode
 from fedledger.node.config import NodeConfig, load_genesis
 from fedledger.node.roles.base import RoleContext
@@ -21,7 +22,9 @@ from fedledger.storage.blobs import BlobStore
 log = logging.getLogger("fedledger.node")
 
 
-def _role_class(role: str) -> type:
+def _role_class(role: str) -> type | None:
+    if role == "validator":
+        return None
     if role == "cloud":
         from fedledger.node.roles.cloud import CloudRole
 
@@ -35,6 +38,27 @@ def _role_class(role: str) -> type:
     return DevicePoolRole
 
 
+def _peer_network(cfg: NodeConfig, chain: ChainNode | None) -> PeerNetwork | None:
+    """The consensus transport, for a replica of a multi-validator chain."""
+    if chain is None or cfg.p2p_port is None:
+        return None
+    peers = {}
+    for pk_hex, addr in cfg.chain_peers.items():
+        host, _, port = addr.rpartition(":")
+        peers[bytes.fromhex(pk_hex)] = (host, int(port))
+    net = PeerNetwork(key=cfg.key, network_id=chain.chain_id, host=cfg.host, port=cfg.p2p_port, peers=peers,
+                      on_message=chain.on_message)
+
+    def send(peer: bytes | None, payload: bytes, kind: str) -> None:
+        if peer is None:
+            net.broadcast(payload, kind=kind)
+        else:
+            net.send(peer, payload, kind=kind)
+
+    chain.send = send
+    return net
+
+
 def run_node(cfg: NodeConfig) -> None:
     """Blocking entry point for ``fedledger node run``."""
     asyncio.run(_serve(cfg))
@@ -45,7 +69,9 @@ async def _serve(cfg: NodeConfig) -> None:
     blobs = BlobStore(cfg.data_dir / "blobs")
     chain = None
     if cfg.genesis is not None:
-        chain = ChainNode(cfg.data_dir / "chain.db", load_genesis(cfg.genesis), cfg.key, cfg.block_interval_ms)
+        chain = ChainNode(cfg.data_dir / "chain.db", load_genesis(cfg.genesis), cfg.key, cfg.block_interval_ms,
+                          arbitrator=cfg.arbitrator)
+    net = _peer_network(cfg, chain)
     api = NodeAPI(cfg.name, cfg.role, blobs, chain)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,7 +79,9 @@ async def _serve(cfg: NodeConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with aiohttp.ClientSession() as session:
         ctx = RoleContext(cfg=cfg, api=api, blobs=blobs, session=session, chain=chain)
-        _role_class(cfg.role)(ctx)
+        role = _role_class(cfg.role)
+        if role is not None:
+            role(ctx)
         runner = web.AppRunner(api.app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
@@ -61,6 +89,12 @@ async def _serve(cfg: NodeConfig) -> None:
         except OSError as exc:
             await runner.cleanup()
             raise ConfigError(f"{cfg.name}: cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
+        if net is not None:
+            try:
+                await net.start()
+            except OSError as exc:
+                await runner.cleanup()
+                raise ConfigError(f"{cfg.name}: cannot listen on {cfg.host}:{cfg.p2p_port}: {exc}") from None
         loop_task = asyncio.create_task(chain.run(cfg.tick_ms)) if chain else None
         log_event(log, logging.INFO, "node started", name=cfg.name, role=cfg.role, url=cfg.url,
                   height=chain.chain.height if chain else None)
@@ -72,6 +106,8 @@ async def _serve(cfg: NodeConfig) -> None:
             if task is loop_task and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
         await runner.cleanup()
+        if net is not None:
+            await net.stop()
         if loop_task:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop_task

@@ -47,7 +47,7 @@ def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreCorrupted:
 class ChainStore:
     """Persistent replica of one chain."""
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False, durable: bool = True) -> None:
         self.path = Path(path)
         try:
             if read_only:
@@ -57,7 +57,7 @@ class ChainStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise _damaged(self.path, exc) from None
@@ -112,6 +112,17 @@ class ChainStore:
             "INSERT INTO receipts VALUES (?, ?, ?, ?, ?)",
             [(r.tx_hash, h, i, r.encode(), sha256(r.encode())) for i, r in enumerate(receipts)],
         )
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        """Durably record a node-local value (e.g. a validator's own votes) before acting on it."""
+        if key == "genesis":
+            raise ValueError("the genesis record is written once, by initialize")
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta_with_prefix(self, prefix: str) -> dict[str, bytes]:
+        rows = self._rows("SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff"))
+        return {k: bytes(v) for k, v in rows}
 
     def _write_state(self, changes: Mapping[bytes, bytes | None]) -> None:
         upserts = [(k, v) for k, v in changes.items() if v is not None]

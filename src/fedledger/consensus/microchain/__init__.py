@@ -1,0 +1,1 @@
+"""Microchain consensus for edge sub-chains (seed 004 §IV–§VII)."""

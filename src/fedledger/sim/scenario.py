@@ -1,0 +1,193 @@
+"""One seeded simulator run of a microchain committee, with its invariants.
+
+A run has an asynchronous period (random delay up to 1.5 slots, loss,
+partitions, an honest crash and restart) followed by a synchronous one. With
+at most f < K/3 Byzantine validators, every run must satisfy:
+
+* **safety**: no two honest replicas finalize different blocks at any height;
+* **liveness**: once the network is synchronous again, every honest replica's
+  finalized height keeps advancing;
+* **accountability**: every validator that double-voted or equivocated ends up
+  slashed (jailed, stake forfeited) in every honest replica's finalized state.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedledger.codec import cbor
+from fedledger.consensus.microchain.engine import MicrochainEngine
+from fedledger.crypto.keys import SigningKey
+from fedledger.ledger.genesis import Genesis, Identity
+from fedledger.ledger.tx import make_tx
+from fedledger.node.chain_node import ChainNode
+from fedledger.sim.byzantine import BEHAVIOURS
+from fedledger.sim.network import Conditions, VirtualNetwork
+
+SLOT_MS = 100
+TICK_MS = 25
+GENESIS_TS = 1_700_000_000_000
+
+
+@dataclass
+class SimConfig:
+    validators: int = 4
+    async_slots: int = 60
+    sync_slots: int = 80
+    byzantine: int | None = None  # default: f = (K - 1) // 3
+    min_progress: int = 4  # blocks every honest replica must finalize in the synchronous period
+    txs_per_slot: int = 3
+
+
+@dataclass
+class SimResult:
+    seed: int
+    validators: int
+    byzantine: dict[int, str]
+    crashed: list[int]
+    partitioned: bool
+    max_delay_ms: int
+    loss: float
+    finalized: dict[int, int]
+    violations: list[str] = field(default_factory=list)
+    decisions: int = 0
+    slashed: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["ok"] = self.ok
+        return out
+
+
+def _genesis(keys: list[SigningKey], arbitrator: SigningKey, client: SigningKey) -> Genesis:
+    params = {"committee_size": len(keys), "epoch_blocks": 2, "slot_ms": SLOT_MS, "dynasty_epochs": 12,
+              "arbitrator": arbitrator.public_key, "arbitration_slots": 8, "max_block_txs": 200}
+    identities = tuple(Identity(k.public_key, "edge", f"v{i}", "sim") for i, k in enumerate(keys))
+    identities += (Identity(client.public_key, "device", "client", "sim"),)
+    return Genesis("sim", GENESIS_TS, tuple(k.public_key for k in keys), identities,
+                   {"engine": "microchain", "microchain": params})
+
+
+def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
+    cfg = cfg or SimConfig()
+    rng = random.Random(seed)
+    n = cfg.validators
+    keys = [SigningKey.from_seed(cbor.encode([seed, i]).ljust(32, b"\0")[:32]) for i in range(n)]
+    arbitrator = SigningKey.from_seed(b"arbitrator".ljust(32, b"\0"))
+    client = SigningKey.from_seed(b"client".ljust(32, b"\0"))
+    genesis = _genesis(keys, arbitrator, client)
+    f = (n - 1) // 3 if cfg.byzantine is None else cfg.byzantine
+    byz_nodes = rng.sample(range(n - 1), f)  # the last validator is honest and holds the arbitrator key
+    byzantine = {i: rng.choice(sorted(BEHAVIOURS)) for i in byz_nodes}
+    honest = [i for i in range(n) if i not in byzantine]
+    crash = rng.choice([i for i in honest if i != n - 1]) if rng.random() < 0.4 and len(honest) > 1 else None
+    partitioned = rng.random() < 0.3
+    max_delay = rng.choice([5, 30, 80, 150])
+    loss = rng.choice([0.0, 0.05, 0.15])
+
+    def factory(i: int, db: Path) -> ChainNode:
+        node = ChainNode(db, genesis, keys[i], arbitrator=arbitrator if i == n - 1 else None, durable=False)
+        if i in byzantine:
+            assert isinstance(node.engine, MicrochainEngine)
+            votes = list(node.engine.my_votes.values())
+            node.engine = BEHAVIOURS[byzantine[i]](node.chain, keys[i], node.mempool, my_votes=votes)
+        return node
+
+    with tempfile.TemporaryDirectory(prefix="fedledger-sim-") as tmp:
+        net = VirtualNetwork(seed, genesis, keys, Path(tmp), factory, TICK_MS)
+        try:
+            return _play(net, cfg, rng, seed, keys, client, byzantine, honest, crash, partitioned, max_delay, loss)
+        finally:
+            net.close()
+
+
+def _play(net: VirtualNetwork, cfg: SimConfig, rng: random.Random, seed: int, keys: list[SigningKey],
+          client: SigningKey, byzantine: dict[int, str], honest: list[int], crash: int | None,
+          partitioned: bool, max_delay: int, loss: float) -> SimResult:
+    n = len(keys)
+    t0 = net.genesis.timestamp
+    net.conditions = Conditions(max_delay_ms=max_delay, loss=loss)
+    nonce = 0
+    crash_at = rng.randrange(5, cfg.async_slots // 2) if crash is not None else -1
+    restart_at = rng.randrange(crash_at + 5, cfg.async_slots) if crash is not None else -1
+    part_from = rng.randrange(0, cfg.async_slots // 2) if partitioned else -1
+    part_to = part_from + rng.randrange(5, cfg.async_slots // 2) if partitioned else -1
+    side = set(rng.sample(range(n), n // 2))
+    progress_base: dict[int, int] = {}
+    for slot in range(cfg.async_slots + cfg.sync_slots):
+        if slot == crash_at and crash is not None:
+            net.crash(crash)
+        if slot == restart_at and crash is not None:
+            net.restart(crash)
+        if slot == part_from:
+            net.conditions.partition = [side, set(range(n)) - side]
+        if slot == part_to:
+            net.conditions.partition = None
+        if slot == cfg.async_slots:
+            net.conditions = Conditions(max_delay_ms=5)
+        if slot == cfg.async_slots + cfg.sync_slots // 4:
+            progress_base = {i: _finalized(net, i) for i in honest}
+        for _ in range(cfg.txs_per_slot):  # a client sends transactions to a random replica
+            node = net.nodes[rng.randrange(n)]
+            if node is not None:
+                tx = make_tx(client, net.genesis.chain_id, nonce, "identity", "register_identity",
+                             {"public_key": bytes(32), "role": "device", "name": "x", "home_chain": "sim"},
+                             net.now)
+                try:
+                    node.submit(tx)
+                    nonce += 1
+                except Exception:  # noqa: BLE001 - a stale nonce after a crash: retry next slot
+                    pass
+        net.run_until(t0 + (slot + 1) * SLOT_MS)
+    result = SimResult(seed, n, byzantine, [crash] if crash is not None else [], partitioned, max_delay, loss,
+                       {i: _finalized(net, i) for i in honest})
+    _check(net, result, honest, progress_base, cfg)
+    return result
+
+
+def _finalized(net: VirtualNetwork, i: int) -> int:
+    node = net.nodes[i]
+    return -1 if node is None else node.chain.height
+
+
+def _check(net: VirtualNetwork, result: SimResult, honest: list[int], base: dict[int, int],
+           cfg: SimConfig) -> None:
+    nodes = {i: net.nodes[i] for i in honest if net.nodes[i] is not None}
+    # safety: finalized chains are prefixes of one another
+    reference: dict[int, bytes] = {}
+    for node in nodes.values():
+        assert node is not None
+        for h in range(1, node.chain.height + 1):
+            bh = node.store.header(h).block_hash
+            if reference.setdefault(h, bh) != bh:
+                result.violations.append(f"safety: replicas disagree on the finalized block at height {h}")
+                break
+    # liveness after the network is synchronous again
+    for i, node in nodes.items():
+        assert node is not None
+        if node.chain.height < base.get(i, 0) + cfg.min_progress:
+            result.violations.append(
+                f"liveness: replica {i} finalized {node.chain.height - base.get(i, 0)} blocks once synchronous")
+        if isinstance(node.engine, MicrochainEngine):
+            result.decisions = max(result.decisions, node.engine.stats.decisions)
+    # accountability: every double voter / equivocator is slashed on every honest replica
+    for i, behaviour in result.byzantine.items():
+        byz = net.nodes[i]
+        engine = byz.engine if byz is not None else None
+        if behaviour not in ("double_vote", "equivocate") or not getattr(engine, "misbehaved", False):
+            continue
+        pk = net.keys[i].public_key.hex()
+        jailed = [j for j, node in nodes.items()
+                  if node is not None and node.chain.state.get(f"c/microchain/jailed/{pk}".encode())]
+        if len(jailed) == len(nodes):
+            result.slashed.append(i)
+        else:
+            result.violations.append(f"accountability: {behaviour} validator {i} is not slashed on every replica")
