@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SEEDS  ?= 200
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench sim lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/fedledger bench ledger-core
+
+sim: $(STAMP)
+	$(VENV)/bin/fedledger sim --seeds $(SEEDS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -219,7 +219,8 @@ def _apply_certificate(state: State, params: MicrochainParams, dynasty: Dynasty,
     write(state, f"certified/{link.target_epoch}", {"source": link.source_hash, "target": link.target_hash})
     write(state, "last_certified", link.target_epoch)
     for pk in voters:
-        write(state, f"credit/{pk.hex()}", min(params.c_max, credit(state, pk) + 1))
+        if not read(state, f"jailed/{pk.hex()}"):  # §VII: only honest validators earn credit
+            write(state, f"credit/{pk.hex()}", min(params.c_max, credit(state, pk) + 1))
 
 
 def checkpoint_hash(state: State, epoch: int) -> bytes | None:

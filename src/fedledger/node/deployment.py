@@ -150,3 +150,35 @@ def _write(path: Path, data: bytes) -> Path:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return path
+
+
+def make_validator_cluster(
+    workdir: Path,
+    validators: int = 4,
+    microchain: dict[str, Any] | None = None,
+    clients: list[SigningKey] | None = None,
+    chain_id: str = "sub-1",
+) -> Deployment:
+    """A lone microchain: ``validators`` validator-only nodes in a full TCP mesh.
+
+    ``clients`` are admitted as edge-role identities, so they may make
+    successful identity calls (used by tests and benchmarks to generate load).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(2 * validators)
+    keys = [SigningKey.generate() for _ in range(validators)]
+    ids = tuple(Identity(k.public_key, "edge", f"v{i + 1}", chain_id) for i, k in enumerate(keys))
+    ids += tuple(Identity(k.public_key, "edge", f"client-{i + 1}", chain_id) for i, k in enumerate(clients or []))
+    params = {"committee_size": validators, **(microchain or {})}
+    genesis = Genesis(chain_id, int(time.time() * 1000), tuple(k.public_key for k in keys), ids,
+                      {"engine": "microchain", "microchain": params})
+    dep = Deployment(workdir)
+    dep.geneses[chain_id] = _write(workdir / f"{chain_id}.genesis", genesis.encode())
+    mesh = {k.public_key.hex(): f"127.0.0.1:{ports[validators + i]}" for i, k in enumerate(keys)}
+    for i, key in enumerate(keys):
+        name = f"v{i + 1}"
+        cfg = NodeConfig(role="validator", name=name, port=ports[i], data_dir=workdir / name, key_seed=key.seed(),
+                         genesis=dep.geneses[chain_id], p2p_port=ports[validators + i], chain_peers=mesh)
+        dep.configs[name] = cfg
+        dep.config_paths[name] = _write(workdir / f"{name}.json", json.dumps(cfg.to_json(), indent=2).encode())
+    return dep

@@ -39,8 +39,10 @@ class SimConfig:
     async_slots: int = 60
     sync_slots: int = 80
     byzantine: int | None = None  # default: f = (K - 1) // 3
+    behaviours: tuple[str, ...] = ()  # force these Byzantine behaviours (default: drawn from the seed)
     min_progress: int = 4  # blocks every honest replica must finalize in the synchronous period
     txs_per_slot: int = 3
+    arbitrator: bool = True  # configure a Rule 3 arbitrator (held by the last, honest validator)
 
 
 @dataclass
@@ -67,9 +69,10 @@ class SimResult:
         return out
 
 
-def _genesis(keys: list[SigningKey], arbitrator: SigningKey, client: SigningKey) -> Genesis:
+def _genesis(keys: list[SigningKey], arbitrator: SigningKey | None, client: SigningKey) -> Genesis:
     params = {"committee_size": len(keys), "epoch_blocks": 2, "slot_ms": SLOT_MS, "dynasty_epochs": 12,
-              "arbitrator": arbitrator.public_key, "arbitration_slots": 8, "max_block_txs": 200}
+              "arbitrator": arbitrator.public_key if arbitrator else b"", "arbitration_slots": 8,
+              "max_block_txs": 200}
     identities = tuple(Identity(k.public_key, "edge", f"v{i}", "sim") for i, k in enumerate(keys))
     identities += (Identity(client.public_key, "device", "client", "sim"),)
     return Genesis("sim", GENESIS_TS, tuple(k.public_key for k in keys), identities,
@@ -83,10 +86,11 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
     keys = [SigningKey.from_seed(cbor.encode([seed, i]).ljust(32, b"\0")[:32]) for i in range(n)]
     arbitrator = SigningKey.from_seed(b"arbitrator".ljust(32, b"\0"))
     client = SigningKey.from_seed(b"client".ljust(32, b"\0"))
-    genesis = _genesis(keys, arbitrator, client)
+    genesis = _genesis(keys, arbitrator if cfg.arbitrator else None, client)
     f = (n - 1) // 3 if cfg.byzantine is None else cfg.byzantine
     byz_nodes = rng.sample(range(n - 1), f)  # the last validator is honest and holds the arbitrator key
-    byzantine = {i: rng.choice(sorted(BEHAVIOURS)) for i in byz_nodes}
+    byzantine = {i: cfg.behaviours[k % len(cfg.behaviours)] if cfg.behaviours else rng.choice(sorted(BEHAVIOURS))
+                 for k, i in enumerate(byz_nodes)}
     honest = [i for i in range(n) if i not in byzantine]
     crash = rng.choice([i for i in honest if i != n - 1]) if rng.random() < 0.4 and len(honest) > 1 else None
     partitioned = rng.random() < 0.3
@@ -94,7 +98,8 @@ def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
     loss = rng.choice([0.0, 0.05, 0.15])
 
     def factory(i: int, db: Path) -> ChainNode:
-        node = ChainNode(db, genesis, keys[i], arbitrator=arbitrator if i == n - 1 else None, durable=False)
+        holder = cfg.arbitrator and i == n - 1
+        node = ChainNode(db, genesis, keys[i], arbitrator=arbitrator if holder else None, durable=False)
         if i in byzantine:
             assert isinstance(node.engine, MicrochainEngine)
             votes = list(node.engine.my_votes.values())
@@ -116,10 +121,11 @@ def _play(net: VirtualNetwork, cfg: SimConfig, rng: random.Random, seed: int, ke
     t0 = net.genesis.timestamp
     net.conditions = Conditions(max_delay_ms=max_delay, loss=loss)
     nonce = 0
-    crash_at = rng.randrange(5, cfg.async_slots // 2) if crash is not None else -1
-    restart_at = rng.randrange(crash_at + 5, cfg.async_slots) if crash is not None else -1
-    part_from = rng.randrange(0, cfg.async_slots // 2) if partitioned else -1
-    part_to = part_from + rng.randrange(5, cfg.async_slots // 2) if partitioned else -1
+    half = max(2, cfg.async_slots // 2)
+    crash_at = rng.randrange(1, half) if crash is not None else -1
+    restart_at = rng.randrange(crash_at + 1, max(crash_at + 2, cfg.async_slots)) if crash is not None else -1
+    part_from = rng.randrange(0, half) if partitioned else -1
+    part_to = part_from + rng.randrange(1, half) if partitioned else -1
     side = set(rng.sample(range(n), n // 2))
     progress_base: dict[int, int] = {}
     for slot in range(cfg.async_slots + cfg.sync_slots):

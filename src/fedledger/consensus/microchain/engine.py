@@ -53,7 +53,7 @@ from fedledger.consensus.microchain.votes import (
 )
 from fedledger.contracts.microchain import Dynasty, current_dynasty, params_of, read, ticket_duty
 from fedledger.crypto import vrf
-from fedledger.crypto.keys import SigningKey
+from fedledger.crypto.keys import Domain, SigningKey, is_valid
 from fedledger.errors import DecodeError, FedledgerError, InvalidBlock
 from fedledger.ledger.block import Block, Receipt
 from fedledger.ledger.chain import ChainState, apply_block, propose_block
@@ -249,7 +249,7 @@ class MicrochainEngine:
             self.stats.rejected_blocks += 1
             return
         if not self._known(header.prev_hash):
-            if len(self.orphans) < MAX_ORPHANS:
+            if sum(len(v) for v in self.orphans.values()) < MAX_ORPHANS:
                 self.orphans.setdefault(header.prev_hash, []).append(block)
             self.missing_parents.add(header.prev_hash)
             return
@@ -257,6 +257,9 @@ class MicrochainEngine:
         slot = consensus.get("slot") if isinstance(consensus, dict) else None
         if not isinstance(slot, int) or slot > self.slot + 1:
             self.stats.rejected_blocks += 1
+            return
+        if not is_valid(header.proposer, Domain.BLOCK, header.signing_bytes(), header.signature):
+            self.stats.rejected_blocks += 1  # before anything is recorded about its proposer
             return
         self._check_equivocation(block)
         parent = header.prev_hash
@@ -427,6 +430,9 @@ class MicrochainEngine:
         if vote.chain_id != self.chain.chain_id:
             return self.stats.reject_vote("other chain")
         if vote.target_epoch <= self.last_committed[0]:
+            seen = self.seen_votes.get((vote.voter, vote.target_epoch))
+            if seen is not None and vote.voter not in self.banned and is_double_vote(seen, vote):
+                self._punish_double_vote(seen, vote)  # late, but still provable
             return self.stats.reject_vote("rule 1: stale target")  # H_e(t) < H_e(head)
         if skips_epoch(vote):
             return self.stats.reject_vote("rule 1: target is not the source's child")
