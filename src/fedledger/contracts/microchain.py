@@ -256,8 +256,18 @@ def _rotate(state: State, params: MicrochainParams, dynasty: Dynasty, chain_id: 
 # -- transactions ---------------------------------------------------------------
 
 
-def _slash(ctx: Context, offender: bytes, evidence: bytes) -> dict[str, Any]:
+def _pair(args: Any, cls: Any, what: str) -> tuple[Any, Any]:
+    """The two records ``a`` and ``b`` of a piece of slashing evidence."""
+    try:
+        return cls.from_obj(arg(args, "a", dict)), cls.from_obj(arg(args, "b", dict))
+    except DecodeError as exc:
+        raise ContractError(f"malformed {what}: {exc}") from None
+
+
+def _slash(ctx: Context, offender: bytes, hash_a: bytes, hash_b: bytes) -> dict[str, Any]:
     """§VII: the security stake is forfeited, credit drops to zero, the validator is jailed."""
+    first, second = sorted((hash_a, hash_b))
+    evidence = tagged_hash("fedledger/evidence", first + second)
     ctx.require(ctx.get(f"evidence/{evidence.hex()}") is None, "this misbehaviour has already been slashed")
     stake = int(ctx.get(f"stake/{offender.hex()}") or 0)
     ctx.put(f"evidence/{evidence.hex()}", ctx.height)
@@ -271,31 +281,23 @@ def _slash(ctx: Context, offender: bytes, evidence: bytes) -> dict[str, Any]:
 @microchain.method
 def slash_double_vote(ctx: Context, args: Any) -> dict[str, Any]:
     """Rule 2 evidence: two validly signed votes by one voter for different targets of one epoch."""
-    try:
-        a, b = Vote.from_obj(arg(args, "a", dict)), Vote.from_obj(arg(args, "b", dict))
-    except DecodeError as exc:
-        raise ContractError(f"malformed vote: {exc}") from None
+    a, b = _pair(args, Vote, "vote")
     ctx.require(a.chain_id == ctx.chain_id, "evidence is about another chain")
     ctx.require(is_double_vote(a, b), "the two votes are not a rule-2 double vote")
-    first, second = sorted((a.vote_hash, b.vote_hash))
-    return _slash(ctx, a.voter, tagged_hash("fedledger/evidence", first + second))
+    return _slash(ctx, a.voter, a.vote_hash, b.vote_hash)
 
 
 @microchain.method
 def slash_equivocation(ctx: Context, args: Any) -> dict[str, Any]:
     """Two different blocks signed by one proposer for the same slot."""
-    try:
-        a, b = BlockHeader.from_obj(arg(args, "a", dict)), BlockHeader.from_obj(arg(args, "b", dict))
-    except DecodeError as exc:
-        raise ContractError(f"malformed header: {exc}") from None
+    a, b = _pair(args, BlockHeader, "header")
     ctx.require(a.chain_id == ctx.chain_id == b.chain_id, "evidence is about another chain")
     ctx.require(a.proposer == b.proposer and a.block_hash != b.block_hash, "not two blocks by one proposer")
     ctx.require(isinstance(a.consensus, dict) and isinstance(b.consensus, dict)
                 and a.consensus.get("slot") == b.consensus.get("slot"), "the blocks are for different slots")
     for h in (a, b):
         ctx.require(is_valid(h.proposer, Domain.BLOCK, h.signing_bytes(), h.signature), "bad block signature")
-    first, second = sorted((a.block_hash, b.block_hash))
-    return _slash(ctx, a.proposer, tagged_hash("fedledger/evidence", first + second))
+    return _slash(ctx, a.proposer, a.block_hash, b.block_hash)
 
 
 @microchain.method
