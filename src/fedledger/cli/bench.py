@@ -32,6 +32,7 @@ import pstats
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -147,6 +148,77 @@ def ledger_core(
     }
     if not json_only:
         click.echo(_table(result))
+    click.echo(json.dumps(result, sort_keys=True))
+
+
+@bench.command("microchain")
+@click.option(
+    "--validators",
+    "validators",
+    multiple=True,
+    metavar="K[,K...]",
+    help="Committee sizes to run (repeatable or a comma list). Default 4,8,20; 4 with --quick.",
+)
+@click.option("--quick", is_flag=True, help="K=4 only, two short load steps (about a minute).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    help="Seconds per offered-load step (default 10; 4 with --quick).",
+)
+@click.option(
+    "--rates",
+    default=None,
+    metavar="TPS[,TPS...]",
+    help="Offered-load steps in tx/s (default 100,250,500,1000,2000,4000; 100,500 with --quick).",
+)
+@click.option(
+    "--slot-ms",
+    type=click.IntRange(10),
+    default=None,
+    help="Microchain slot length (default: the engine's, 200 ms).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep configs, stores and logs here (default: a temporary directory, removed afterwards).",
+)
+@click.option(
+    "--accounts",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Client (device) accounts in genesis.",
+)
+@click.option(
+    "--footprint-seconds",
+    "footprint_s",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    hidden=True,
+    help="Seconds at 1 tx/s for the CPU/RSS footprint (default 10; 3 with --quick).",
+)
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+def microchain(
+    validators: tuple[str, ...],
+    quick: bool,
+    duration: float | None,
+    rates: str | None,
+    slot_ms: int | None,
+    workdir: Path | None,
+    accounts: int,
+    footprint_s: float | None,
+    json_only: bool,
+) -> None:
+    """K validator processes under offered load: finalized tx/s, stage latencies, bytes, footprint."""
+    from fedledger.cli import bench_microchain as bm
+
+    opts = bm.options(validators, quick, duration, slot_ms, workdir, rates, accounts, footprint_s)
+    console = Console(stderr=True, quiet=json_only)
+    result = bm.run(opts, console)
+    if not json_only:
+        click.echo(bm.tables(result))
     click.echo(json.dumps(result, sort_keys=True))
 
 

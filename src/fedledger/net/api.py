@@ -31,6 +31,8 @@ from fedledger.storage.blobs import BlobStore
 
 log = logging.getLogger("fedledger.api")
 MAX_BLOB_BYTES = 256 * 1024 * 1024
+MAX_BATCH_TXS = 10_000
+MAX_BATCH_BYTES = 32 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS = {
@@ -106,6 +108,8 @@ class NodeAPI:
         r.add_get("/v1/blobs/{hash}", self.get_blob)
         if chain is not None:
             r.add_post("/v1/txs", self.submit_tx)
+            r.add_post("/v1/txs/batch", self.submit_txs)
+            r.add_get("/v1/metrics", self.metrics)
             r.add_get("/v1/txs/{hash}", self.get_tx)
             r.add_get("/v1/txs/{hash}/proof", self.get_tx_proof)
             r.add_get("/v1/blocks/{height}", self.get_block)
@@ -135,10 +139,38 @@ class NodeAPI:
 
     # -- transactions -------------------------------------------------------
     async def submit_tx(self, request: web.Request) -> web.Response:
-        body = await request.content.read(MAX_TX_BYTES + 1)
+        body = await read_body(request, MAX_TX_BYTES, InvalidTransaction)
         tx = decode_tx(body)
         tx_hash = self._chain().submit(tx)
         return web.json_response({"tx_hash": tx_hash.hex()}, status=202)
+
+    async def submit_txs(self, request: web.Request) -> web.Response:
+        """Admit a CBOR list of encoded transactions in order; one result per transaction.
+
+        Each result is ``{"tx_hash": hex}`` or ``{"error": reason}``; a rejected
+        transaction does not stop the ones after it (which may then fail on
+        their nonce). Always 200 once the body decodes as a list of byte strings.
+        """
+        body = await read_body(request, MAX_BATCH_BYTES)
+        raws = cbor.decode(body)
+        if not isinstance(raws, list) or not all(isinstance(r, bytes) for r in raws):
+            raise DecodeError("a batch is a CBOR list of encoded transactions (byte strings)")
+        if len(raws) > MAX_BATCH_TXS:
+            raise UsageError(f"a batch holds at most {MAX_BATCH_TXS} transactions, not {len(raws)}")
+        chain = self._chain()
+        results: list[dict[str, str]] = []
+        accepted = 0
+        for raw in raws:
+            try:
+                results.append({"tx_hash": chain.submit(decode_tx(raw)).hex()})
+                accepted += 1
+            except FedledgerError as exc:
+                results.append({"error": str(exc)})
+        return web.json_response({"accepted": accepted, "rejected": len(raws) - accepted, "results": results})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        samples = request.query.get("samples", "0") not in ("", "0", "false")
+        return web.json_response(self._chain().metrics_snapshot(samples=samples))
 
     async def get_tx(self, request: web.Request) -> web.Response:
         chain = self._chain()
@@ -196,6 +228,25 @@ class NodeAPI:
     async def get_blob(self, request: web.Request) -> web.Response:
         return web.Response(body=self.blobs.get(request.match_info["hash"]),
                             content_type="application/octet-stream")
+
+
+async def read_body(request: web.Request, limit: int,
+                    error: type[FedledgerError] = UsageError) -> bytes:
+    """The whole request body, or a 400-mapped error once it exceeds ``limit`` bytes.
+
+    (``request.content.read(n)`` returns what is buffered, which may be only
+    part of the body.) ``error`` is the exception class for an oversized body.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise error(f"request body of {request.content_length} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(min(limit + 1 - size, 1 << 20)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise error(f"request body is over the {limit}-byte limit")
+    return b"".join(chunks)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

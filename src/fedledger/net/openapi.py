@@ -18,6 +18,9 @@ SUMMARIES = {
     ("PUT", "/v1/blobs/{hash}"): "Store a blob; the body must hash (SHA-256) to {hash}.",
     ("GET", "/v1/blobs/{hash}"): "Fetch a blob by its SHA-256 address (hash-checked on read).",
     ("POST", "/v1/txs"): "Submit a canonical-CBOR transaction; 202 with its hash, 400 with the reason.",
+    ("POST", "/v1/txs/batch"): "Submit a CBOR list of encoded transactions; per-transaction hash or error.",
+    ("GET", "/v1/metrics"): "Replica metrics: tx counts, stage latencies, traffic by kind, CPU and RSS "
+    "(?samples=1 adds per-transaction timestamps).",
     ("GET", "/v1/txs/{hash}"): "A committed transaction with its height, index and receipt (?wait=seconds).",
     ("GET", "/v1/txs/{hash}/proof"): "Header, transaction, receipt and their Merkle audit paths.",
     ("GET", "/v1/blocks/{height}"): "A block as JSON, or canonical CBOR with ?format=cbor.",

@@ -53,7 +53,6 @@ BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 QUEUE_LIMIT = 10_000  # frames waiting per peer
 WRITE_BATCH = 512  # frames signed and written per drain()
 NONCE_SIZE = 32
-STREAM_LIMIT = 1 << 20
 _HELLO_FIELDS = frozenset({"network_id", "public_key", "nonce", "listen_port"})
 
 MessageHandler = Callable[[bytes, bytes], None]
@@ -117,19 +116,14 @@ class PeerNetwork:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._stopping = False
-        self._sent_bytes: dict[str, int] = {}
-        self._recv_bytes: dict[str, int] = {}
-        self._sent_msgs: dict[str, int] = {}
-        self._recv_msgs: dict[str, int] = {}
-        self._dropped = 0
-        self._rejected = 0
-
-    # -- public API ------------------------------------------------------------------
+        counters = ("sent_bytes", "recv_bytes", "sent_msgs", "recv_msgs")
+        self._wire: dict[str, dict[str, int]] = {name: {} for name in counters}
+        self._dropped = self._rejected = 0
 
     async def start(self) -> None:
         """Listen on ``host:port`` and keep a connection to every peer."""
         self._stopping = False
-        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=STREAM_LIMIT)
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         for peer, addr in self._peers.items():
             self._spawn(self._dial_loop(peer, addr))
@@ -151,7 +145,10 @@ class PeerNetwork:
         await asyncio.sleep(0)  # let the aborted transports release their sockets
 
     def send(self, peer: bytes, payload: bytes, kind: str = "msg") -> None:
-        """Queue ``payload`` for ``peer``; drop it (counted) if not connected or the queue is full."""
+        """Queue ``payload`` for ``peer``; drop it (counted) if not connected or the queue is full.
+
+        Raises ``ValueError`` for a payload over ``MAX_PAYLOAD`` or a kind over 255 UTF-8 bytes.
+        """
         if len(payload) > MAX_PAYLOAD or len(kind.encode()) > MAX_KIND:
             raise ValueError("payload or kind too large for one frame")
         conn = self._conns.get(peer)
@@ -172,12 +169,18 @@ class PeerNetwork:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Wire counters (length prefix and frame overhead included) per message kind."""
-        return {"sent_bytes": dict(self._sent_bytes), "recv_bytes": dict(self._recv_bytes),
-                "sent_msgs": dict(self._sent_msgs), "recv_msgs": dict(self._recv_msgs),
-                "dropped": self._dropped, "rejected_frames": self._rejected}
+        """Per-kind wire counters (length prefix and framing included), drops and rejections.
 
-    # -- connection lifecycle --------------------------------------------------------
+        ``dropped`` counts sends to an unconnected peer or a full queue, plus frames still
+        queued when their connection closed.
+        """
+        counters: dict[str, Any] = {name: dict(per_kind) for name, per_kind in self._wire.items()}
+        return counters | {"dropped": self._dropped, "rejected_frames": self._rejected}
+
+    def _count(self, direction: str, kind: str, size: int) -> None:
+        msgs, wire_bytes = self._wire[direction + "_msgs"], self._wire[direction + "_bytes"]
+        msgs[kind] = msgs.get(kind, 0) + 1
+        wire_bytes[kind] = wire_bytes.get(kind, 0) + size
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -198,7 +201,7 @@ class PeerNetwork:
 
     async def _dial_loop(self, peer: bytes, addr: tuple[str, int]) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             current = self._conns.get(peer)
             if current is not None:
                 await current.closed.wait()
@@ -210,9 +213,9 @@ class PeerNetwork:
             await asyncio.sleep(min(BACKOFF_MIN * 2**failures, BACKOFF_MAX))
 
     async def _dial(self, peer: bytes, addr: tuple[str, int]) -> bool:
-        try:
-            connecting = asyncio.open_connection(addr[0], addr[1], limit=STREAM_LIMIT)
-            reader, writer = await asyncio.wait_for(connecting, HANDSHAKE_TIMEOUT)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                reader, writer = await asyncio.open_connection(*addr)
         except (OSError, TimeoutError) as exc:
             log_event(log, logging.DEBUG, "p2p dial failed", peer=peer.hex()[:16], error=repr(exc))
             return False
@@ -299,8 +302,6 @@ class PeerNetwork:
         conn.writer.transport.abort()
         conn.closed.set()
 
-    # -- data path -------------------------------------------------------------------
-
     async def _write_loop(self, conn: _Conn) -> None:
         try:
             while True:
@@ -319,16 +320,14 @@ class PeerNetwork:
         conn.send_seq = seq + 1
         sig = self._key.sign(Domain.P2P, _data_message(conn.session, seq, kind.encode(), payload))
         frame = _frame(encode([seq, kind, payload, sig]))
-        self._sent_bytes[kind] = self._sent_bytes.get(kind, 0) + len(frame)
-        self._sent_msgs[kind] = self._sent_msgs.get(kind, 0) + 1
+        self._count("sent", kind, len(frame))
         return frame
 
     async def _read_loop(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
         while True:
             body = await _read_frame(reader, MAX_FRAME)
             kind, payload = self._open(conn, body)
-            self._recv_bytes[kind] = self._recv_bytes.get(kind, 0) + len(body) + 4
-            self._recv_msgs[kind] = self._recv_msgs.get(kind, 0) + 1
+            self._count("recv", kind, 4 + len(body))
             try:
                 self._on_message(conn.peer, payload)
             except Exception as exc:  # a handler bug must not kill the connection

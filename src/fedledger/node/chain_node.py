@@ -19,6 +19,14 @@ Besides consensus messages, replicas exchange:
 ``txs``     a batch of transactions (push gossip of what this node admitted);
 ``status``  finalized and head heights, every second;
 ``sync``    a request for blocks from a height, answered with ``blocks``.
+
+:class:`ChainMetrics` (``node.metrics``, served at ``GET /v1/metrics``) counts
+admitted, confirmed and finalized transactions and the consensus traffic, and
+keeps wall-clock timestamps for a deterministic sample of transactions (those
+whose hash :func:`sampled` picks, the same ones on every replica): when this
+replica admitted it to its mempool, when a block holding it was *confirmed*
+(joined the engine's block tree) and when that block was *finalized*.
+Recording never changes what the node does.
 """
 
 from __future__ import annotations
@@ -26,8 +34,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import resource
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +68,120 @@ Send = Callable[[bytes | None, bytes, str], None]  # (peer or None = all, payloa
 SYNC_BATCH_BYTES = 4 * 1024 * 1024
 STATUS_EVERY_MS = 1000
 SYNC_RETRY_MS = 500
+SAMPLE_EVERY = 8  # time one transaction in 8, picked by hash (see ``sampled``)
+SAMPLE_KEEP = 10_000  # timed transactions kept (oldest dropped first)
+WIRE_KINDS = {"txs": "tx", "blocks": "sync"}  # message kind -> transport kind, where they differ
+
+
+def sampled(tx_hash: bytes) -> bool:
+    """Whether replicas time this transaction: a pure function of its hash, so all agree."""
+    return int.from_bytes(tx_hash[:4], "big") % SAMPLE_EVERY == 0
+
+
+def percentiles(values: Iterable[float]) -> dict[str, float | int]:
+    """``n``, ``p50``, ``p90``, ``p99`` and ``max`` (nearest rank) of ``values``; only ``n`` if empty."""
+    xs = sorted(values)
+    if not xs:
+        return {"n": 0}
+
+    def rank(q: float) -> float:
+        return xs[min(len(xs) - 1, max(0, int(q * len(xs) + 0.5) - 1))]
+
+    return {"n": len(xs), "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": xs[-1]}
+
+
+class ChainMetrics:
+    """Counters and per-transaction stage timestamps of one replica (bounded memory).
+
+    A sample is ``[admitted, confirmed, finalized]`` in Unix seconds (``None``
+    until seen). A replica that first sees a transaction inside a block has no
+    admission time; a block that is finalized before it was seen confirmed
+    (catch-up) gets its finalization time as confirmation time.
+    """
+
+    def __init__(self, fanout: int) -> None:
+        self.fanout = fanout  # peers a broadcast goes to
+        self.started = time.time()
+        self.admitted = 0
+        self.rejected = 0
+        self.confirmed_blocks = 0
+        self.confirmed_txs = 0
+        self.finalized_blocks = 0
+        self.finalized_txs = 0
+        self.samples: OrderedDict[bytes, list[float | None]] = OrderedDict()
+        self.sent: dict[str, list[int]] = {}  # transport kind -> [messages, payload bytes]
+        self.received: dict[str, list[int]] = {}
+
+    def _sample(self, tx_hash: bytes) -> list[float | None]:
+        entry = self.samples.get(tx_hash)
+        if entry is None:
+            entry = self.samples[tx_hash] = [None, None, None]
+            if len(self.samples) > SAMPLE_KEEP:
+                self.samples.popitem(last=False)
+        return entry
+
+    def admitted_tx(self, tx_hash: bytes, now: float) -> None:
+        self.admitted += 1
+        if sampled(tx_hash):
+            entry = self._sample(tx_hash)
+            if entry[0] is None:
+                entry[0] = now
+
+    def block_confirmed(self, block: Block, now: float) -> None:
+        self.confirmed_blocks += 1
+        self.confirmed_txs += len(block.txs)
+        for tx in block.txs:
+            if sampled(tx.tx_hash):
+                entry = self._sample(tx.tx_hash)
+                if entry[1] is None:
+                    entry[1] = now
+
+    def block_finalized(self, block: Block, now: float) -> None:
+        self.finalized_blocks += 1
+        self.finalized_txs += len(block.txs)
+        for tx in block.txs:
+            if sampled(tx.tx_hash):
+                entry = self._sample(tx.tx_hash)
+                if entry[1] is None:
+                    entry[1] = now
+                entry[2] = now
+
+    def count(self, table: dict[str, list[int]], kind: str, size: int, copies: int = 1) -> None:
+        row = table.get(kind)
+        if row is None:
+            row = table[kind] = [0, 0]
+        row[0] += copies
+        row[1] += size * copies
+
+    def stage_latencies(self) -> dict[str, dict[str, float | int]]:
+        """Local stage latencies (seconds) over the kept samples."""
+        a_c, c_f, a_f = [], [], []
+        for admitted, confirmed, finalized in self.samples.values():
+            if admitted is not None and confirmed is not None:
+                a_c.append(max(0.0, confirmed - admitted))
+            if confirmed is not None and finalized is not None:
+                c_f.append(finalized - confirmed)
+            if admitted is not None and finalized is not None:
+                a_f.append(max(0.0, finalized - admitted))
+        return {"admitted_to_confirmed_s": percentiles(a_c), "confirmed_to_finalized_s": percentiles(c_f),
+                "admitted_to_finalized_s": percentiles(a_f)}
+
+    def traffic(self) -> dict[str, Any]:
+        """Consensus payload bytes by transport kind (broadcasts counted once per peer; no framing)."""
+        return {"sent_bytes": {k: v[1] for k, v in self.sent.items()},
+                "recv_bytes": {k: v[1] for k, v in self.received.items()},
+                "sent_msgs": {k: v[0] for k, v in self.sent.items()},
+                "recv_msgs": {k: v[0] for k, v in self.received.items()}}
+
+
+def process_usage() -> dict[str, float]:
+    """CPU seconds used by this process, its current and peak resident set (MB)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_mb = usage.ru_maxrss / 1024  # KiB on Linux
+    rss_mb = peak_mb
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
+        rss_mb = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return {"cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": rss_mb, "max_rss_mb": peak_mb}
 
 
 class ChainNode:
@@ -72,7 +197,12 @@ class ChainNode:
             self.engine = MicrochainEngine(self.chain, key, self.mempool, arbitrator=arbitrator, my_votes=votes)
         else:
             self.engine = DevEngine(self.chain, key, self.mempool, block_interval_ms=block_interval_ms)
-        self.send: Send = lambda peer, payload, kind: None
+        others = [v for v in genesis.validators if v != key.public_key]
+        self.metrics = ChainMetrics(fanout=len(others))
+        self.transport_stats: Callable[[], dict[str, Any]] | None = None  # the transport's own counters
+        self._transport: Send = lambda peer, payload, kind: None
+        self._tree: set[bytes] = set()  # confirmed blocks already counted in the metrics
+        self._accepted = -1
         self._outbox: list[bytes] = []  # admitted transactions to gossip
         self._committed = asyncio.Condition()
         self._last_status = 0
@@ -87,10 +217,28 @@ class ChainNode:
     def microchain(self) -> MicrochainEngine | None:
         return self.engine if isinstance(self.engine, MicrochainEngine) else None
 
+    @property
+    def send(self) -> Send:
+        """Send to one peer or (``None``) all; the process sets the transport, the node counts traffic."""
+        return self._send_counted
+
+    @send.setter
+    def send(self, transport: Send) -> None:
+        self._transport = transport
+
+    def _send_counted(self, peer: bytes | None, payload: bytes, kind: str) -> None:
+        self.metrics.count(self.metrics.sent, kind, len(payload), self.metrics.fanout if peer is None else 1)
+        self._transport(peer, payload, kind)
+
     # -- transactions ------------------------------------------------------------
     def submit(self, tx: Transaction, gossip: bool = True) -> bytes:
         """Admit a transaction to the mempool (raises ``InvalidTransaction``) and gossip it."""
-        self.mempool.add(tx, self.chain.state)
+        try:
+            self.mempool.add(tx, self.chain.state)
+        except InvalidTransaction:
+            self.metrics.rejected += 1
+            raise
+        self.metrics.admitted_tx(tx.tx_hash, time.time())
         if gossip:
             self._outbox.append(tx.encode())
         return tx.tx_hash
@@ -115,6 +263,7 @@ class ChainNode:
 
     def step(self, now_ms: int) -> None:
         self.engine.tick(now_ms)
+        self._note_confirmed()
         if isinstance(self.engine, DevEngine) and self.engine.rejected:
             self.mempool.remove(self.engine.rejected)
             self.engine.rejected.clear()
@@ -132,12 +281,16 @@ class ChainNode:
         for c in ready.committed:
             self.store.commit_block(c.block, c.receipts, c.changes)
             self.mempool.remove(c.block.txs)
+            self._note_finalized(c.block)
             log_event(log, logging.DEBUG, "block finalized", chain=self.chain_id, height=c.block.height,
                       txs=len(c.block.txs))
         if ready.committed:
             self.mempool.prune(self.chain.state)
             self.engine.advance(ready.blocks)
             self._notify = True
+            engine = self.microchain
+            if engine is not None:
+                self._tree.intersection_update(engine.nodes)
         for peer, payload in ready.messages:
             self.send(peer, payload, message_kind(payload))
         for contract, method, args in ready.calls:
@@ -152,6 +305,8 @@ class ChainNode:
     def on_message(self, peer: bytes, payload: bytes, now_ms: int | None = None) -> None:
         """A peer's message (called by the transport in the event loop)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        kind = message_kind(payload)
+        self.metrics.count(self.metrics.received, WIRE_KINDS.get(kind, kind), len(payload))
         try:
             kind, body = decode_message(payload)
             if kind == "txs":
@@ -169,10 +324,56 @@ class ChainNode:
                 self.engine.step(peer, payload)
         except (DecodeError, TypeError, ValueError, KeyError) as exc:
             log_event(log, logging.DEBUG, "malformed peer message", peer=peer.hex()[:16], error=str(exc))
+        self._note_confirmed()
         self._handle(self.engine.ready(), now_ms)
         engine = self.microchain
         if engine is not None and engine.missing_parents:
             self._request_sync(peer, now_ms)
+
+    # -- metrics -------------------------------------------------------------------
+    def _note_confirmed(self) -> None:
+        """Time the blocks that joined the engine's tree since the last look (cheap when none did)."""
+        engine = self.microchain
+        if engine is None or engine.stats.accepted == self._accepted:
+            return
+        self._accepted = engine.stats.accepted
+        now = time.time()
+        for block_hash, node in engine.nodes.items():
+            if block_hash not in self._tree:
+                self._tree.add(block_hash)
+                self.metrics.block_confirmed(node.block, now)
+
+    def _note_finalized(self, block: Block) -> None:
+        now = time.time()
+        if self.microchain is not None and block.block_hash not in self._tree:
+            self.metrics.block_confirmed(block, now)  # finalized before we saw it in the tree
+        self._tree.discard(block.block_hash)
+        self.metrics.block_finalized(block, now)
+
+    def metrics_snapshot(self, samples: bool = False) -> dict[str, Any]:
+        """What ``GET /v1/metrics`` serves; ``samples`` adds the per-transaction timestamps."""
+        m = self.metrics
+        out: dict[str, Any] = {
+            "time": time.time(), "uptime_s": time.time() - m.started, "height": self.chain.height,
+            "mempool": len(self.mempool), "admitted_txs": m.admitted, "rejected_txs": m.rejected,
+            "confirmed_blocks": m.confirmed_blocks, "confirmed_txs": m.confirmed_txs,
+            "finalized_blocks": m.finalized_blocks, "finalized_txs": m.finalized_txs,
+            "stages": m.stage_latencies(), "traffic": m.traffic(),
+            "p2p": self.transport_stats() if self.transport_stats is not None else None,
+            "process": process_usage(), "sample_every": SAMPLE_EVERY,
+        }
+        engine = self.microchain
+        if engine is not None:
+            out["engine"] = {**engine.status(), "proposed": engine.stats.proposed,
+                             "spin_proposed": engine.stats.spin_proposed, "accepted": engine.stats.accepted,
+                             "rejected_blocks": engine.stats.rejected_blocks, "forks": engine.stats.forks,
+                             "slashings": engine.stats.slashings, "decisions": engine.stats.decisions,
+                             "rejected_votes": dict(engine.stats.rejected_votes),
+                             "missing_parents": len(engine.missing_parents),
+                             "orphans": sum(len(v) for v in engine.orphans.values())}
+        if samples:
+            out["samples"] = [[h.hex(), *t] for h, t in m.samples.items()]
+        return out
 
     def _receive_txs(self, body: Any) -> None:
         for raw in body:

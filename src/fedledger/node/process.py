@@ -56,6 +56,7 @@ def _peer_network(cfg: NodeConfig, chain: ChainNode | None) -> PeerNetwork | Non
             net.send(peer, payload, kind=kind)
 
     chain.send = send
+    chain.transport_stats = lambda: net.stats
     return net
 
 

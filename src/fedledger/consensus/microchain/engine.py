@@ -244,6 +244,7 @@ class MicrochainEngine:
         header = block.header
         h = block.block_hash
         if self._known(h) or header.height <= self.chain.height:
+            self.missing_parents.discard(h)
             return
         if header.chain_id != self.chain.chain_id:
             self.stats.rejected_blocks += 1
@@ -562,6 +563,11 @@ class MicrochainEngine:
         keep = self._descendants(checkpoint)
         self.nodes = {h: n for h, n in self.nodes.items() if h in keep}
         self.by_slot = {k: b for k, b in self.by_slot.items() if b.height > self.chain.height}
+        # orphans at or below the finalized height, or on pruned forks, will never connect: forget them
+        self.orphans = {p: [b for b in bs if b.height > self.chain.height + 1 or p == checkpoint]
+                        for p, bs in self.orphans.items() if p == checkpoint or p not in self.nodes}
+        self.orphans = {p: bs for p, bs in self.orphans.items() if bs}
+        self.missing_parents = {p for p in self.missing_parents if p in self.orphans}
         for epoch in [e for e in self.votes if e <= self.last_committed[0] - 1]:
             del self.votes[epoch]
         self.seen_votes = {k: v for k, v in self.seen_votes.items() if k[1] > self.last_committed[0] - 2}
