@@ -13,7 +13,8 @@ Wire protocol
   peer_key || own_key)`` and verifies the peer's mirror signature.
   ``session_id = SHA-256(b"fedledger/p2p/session\\0" || network_id || nonce_lo ||
   nonce_hi || key_lo || key_hi)``, lo/hi ordering the two sides by public key.
-  ``listen_port`` is informational: addresses come from the peer table.
+  ``listen_port`` is informational: addresses come from the peer table. A refused
+  Hello or handshake signature also counts as a rejected frame.
 * One connection per peer: when two authenticated connections to one peer exist,
   the one dialled by the lower public key wins; a newer connection dialled by the
   same side replaces the older (a node only redials once it lost its connection).
@@ -23,7 +24,8 @@ Wire protocol
   fails verification is counted in ``stats["rejected_frames"]`` and closes the
   connection; dialling sides reconnect with backoff doubling from 50 ms to 1 s.
 
-Messages are authenticated, ordered and bound to one session, not encrypted.
+``Sign_p2p`` is :meth:`SigningKey.sign` with :attr:`Domain.P2P`. Messages are
+authenticated, ordered and bound to one session; they are not encrypted.
 """
 
 from __future__ import annotations
