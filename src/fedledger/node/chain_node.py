@@ -130,21 +130,22 @@ class ChainMetrics:
     def block_confirmed(self, block: Block, now: float) -> None:
         self.confirmed_blocks += 1
         self.confirmed_txs += len(block.txs)
-        for tx in block.txs:
-            if sampled(tx.tx_hash):
-                entry = self._sample(tx.tx_hash)
-                if entry[1] is None:
-                    entry[1] = now
+        self._stamp(block, now, final=False)
 
     def block_finalized(self, block: Block, now: float) -> None:
         self.finalized_blocks += 1
         self.finalized_txs += len(block.txs)
+        self._stamp(block, now, final=True)
+
+    def _stamp(self, block: Block, now: float, final: bool) -> None:
+        """Record when sampled transactions were first confirmed (and, if ``final``, finalized)."""
         for tx in block.txs:
             if sampled(tx.tx_hash):
                 entry = self._sample(tx.tx_hash)
                 if entry[1] is None:
                     entry[1] = now
-                entry[2] = now
+                if final:
+                    entry[2] = now
 
     def count(self, table: dict[str, list[int]], kind: str, size: int, copies: int = 1) -> None:
         row = table.get(kind)

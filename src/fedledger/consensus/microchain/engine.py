@@ -42,7 +42,7 @@ from typing import Any
 from fedledger.codec import cbor
 from fedledger.consensus.engine import Committed, Ready, TxSource
 from fedledger.consensus.microchain.params import MicrochainParams
-from fedledger.consensus.microchain.poc import poc_alpha, tb
+from fedledger.consensus.microchain.poc import poc_alpha, tb, wins
 from fedledger.consensus.microchain.votes import (
     Decision,
     Vote,
@@ -350,8 +350,6 @@ class MicrochainEngine:
             proof = b""
         else:
             proof = vrf.prove(self.key, poc_alpha(self.chain.chain_id, dynasty.seed, self.slot))
-            from fedledger.consensus.microchain.poc import wins
-
             if not wins(vrf.proof_to_hash(proof), self.params.xi, dynasty.credit_of(me), dynasty.total_credit):
                 return
         if (me, self.slot) in self.by_slot:
