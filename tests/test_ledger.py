@@ -98,6 +98,7 @@ def forge_block(chain: ChainState, txs: list[Transaction], key: SigningKey) -> B
         proposer=key.public_key,
         timestamp=chain.head.timestamp + 1,
         consensus=None,
+        accumulator=b"",
         signature=b"",
     )
     return Block(sign_header(header, key), tuple(txs))

@@ -156,3 +156,27 @@ def test_openapi_lists_every_route(cluster: Any) -> None:
                 assert op["summary"], f"{path} has no summary"
     assert "/v1/txs/{hash}/proof" in _get(dep.url("edge-1") + "/openapi.json")["paths"]
     assert "/v1/fl/train" in _get(dep.url("devices-1") + "/openapi.json")["paths"]
+
+
+def test_cross_chain_verification_cli_and_endpoint(cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Seed 000 §IV-B Protocol 1 against live nodes: CLI (trusting the main head or a sub-chain's
+    Type-III anchor) and the cloud's HTTP endpoint; an unknown transaction is a clear error."""
+    from fedledger.cli.main import main
+
+    dep, _sup = cluster
+    if _get(dep.url("cloud") + "/v1/fl/job")["state"] != "done":
+        pytest.skip("depends on the job of the first test")
+    tx = _get(dep.url("edge-2") + "/v1/state/fl/aggregate/1")["value"]["tx"]
+    base = ["verify", "tx", tx, "--chain", "sub-2", "--workdir", str(dep.workdir), "--json"]
+    assert main(base) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["valid"] and len(out["steps"]) == 6 and out["tx_success"]
+    deadline = time.monotonic() + 30  # a Type-III anchor covering sub-2's anchor must reach sub-1
+    while (code := main([*base, "--trust", "sub:sub-1"])) != 0 and time.monotonic() < deadline:
+        capsys.readouterr()
+        time.sleep(0.5)
+    assert code == 0, capsys.readouterr()
+    status, body = _post(dep.url("cloud") + "/v1/crosschain/verify", {"chain": "sub-2", "tx": tx})
+    assert status == 200 and body["valid"], body
+    assert main(["verify", "tx", "ab" * 32, "--chain", "sub-2", "--workdir", str(dep.workdir)]) == 9
+    assert "no transaction" in capsys.readouterr().err

@@ -7,9 +7,11 @@ documents:
   on a verified header chain) to be on its chain, with a successful receipt,
   sent by a key of the right role;
 - the authenticator of every global model verifies (seed 004 §III-A);
-- every edge aggregate is on its sub-chain, and that sub-chain's head was
-  anchored on the main chain at or after it (seed 000 §III inter-locking),
-  before the global model that uses it;
+- every edge aggregate is on its sub-chain, and a Type-II anchor of that
+  sub-chain, signed by a quorum of its validators, was recorded on the main
+  chain at or above the aggregate's block (seed 000 §III inter-locking), before
+  the global model that uses it, and matches the sub-chain's header there
+  (hash and accumulator);
 - every blob hashes to its recorded address, and re-running FedAvg over the
   recorded device updates gives the recorded edge aggregate, and over the edge
   aggregates gives the recorded global model, bit for bit.
@@ -24,6 +26,7 @@ from fedledger.audit.chainview import ChainView, VerifiedTx
 from fedledger.errors import FedledgerError, VerificationFailed
 from fedledger.fl.aggregate import fedavg
 from fedledger.fl.weights import Weights, decode_weights, weights_hash
+from fedledger.ledger.interlock import Anchor, quorum_problem
 
 
 @dataclass
@@ -121,15 +124,18 @@ class LineageVerifier:
     async def _verify_anchor(
         self, r: int, chain: str, view: ChainView, agg: VerifiedTx, anchor_tx: bytes, rec: VerifiedTx
     ) -> None:
-        anchor = await self.main.verified_tx(anchor_tx, contract="fl", method="anchor")
-        a = anchor.args
-        edge_ok = any(i.public_key == anchor.tx.sender and i.role == "edge" and i.home_chain == chain
-                      for i in self.main.genesis.identities)
-        if not edge_ok:
-            raise VerificationFailed(f"round {r}: anchor of {chain} was not sent by that chain's edge")
-        if a["chain"] != chain or a["height"] < agg.header.height:
+        anchored = await self.main.verified_tx(anchor_tx, contract="interlock", method="anchor_subchain")
+        try:
+            anchor = Anchor.from_obj(anchored.args["anchor"])
+            problem = quorum_problem(anchor, anchored.args["signatures"], view.genesis.validators)
+        except (FedledgerError, KeyError, TypeError, ValueError) as exc:
+            raise VerificationFailed(f"round {r}: anchor of {chain} does not decode: {exc}") from None
+        if problem is not None:
+            raise VerificationFailed(f"round {r}: anchor of {chain} is not signed by its validators: {problem}")
+        if anchor.chain_id != chain or anchor.height < agg.header.height:
             raise VerificationFailed(f"round {r}: anchor does not cover {chain}'s aggregate block")
-        if anchor.header.height > rec.header.height:
+        if anchored.header.height > rec.header.height:
             raise VerificationFailed(f"round {r}: {chain} was anchored after the global model was published")
-        if (await view.header_at(a["height"])).block_hash != a["head"]:
+        header = await view.header_at(anchor.height)
+        if (header.block_hash, header.accumulator) != (anchor.head, anchor.accumulator):
             raise VerificationFailed(f"round {r}: {chain}'s history differs from what the main chain anchored")

@@ -24,13 +24,14 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from fedledger.cli import bench, chain, demo, node, sim
+    from fedledger.cli import bench, chain, demo, node, sim, verify
 
     cli.add_command(node.node)
     cli.add_command(chain.chain)
     cli.add_command(demo.demo)
     cli.add_command(bench.bench)
     cli.add_command(sim.sim)
+    cli.add_command(verify.verify)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
 Main chain (cloud): ``publish_model`` records each global model with its
 authenticator H(model ‖ program ‖ round) signed by the task owner (seed 004
-§III-A), and the edge aggregates it was built from; ``anchor`` records a
-sub-chain's head (seed 000 §III inter-locking).
+§III-A), and the edge aggregates it was built from, each with the Type-II
+anchor (``interlock.anchor_subchain``) that covers it (seed 000 §III).
 Sub-chains (edge): ``submit_update`` records a device's local model;
 ``record_aggregate`` records the edge aggregate and which updates it used.
 Only hashes live on chain; the models themselves are blobs (seed 004 §IV-C).
@@ -52,8 +52,10 @@ def publish_model(ctx: Context, args: Any) -> None:
         arg(p, "tx", bytes, size=HASH)
         arg(p, "model", bytes, size=HASH)
         arg(p, "samples", int)
-        arg(p, "anchor", bytes, size=HASH)
-        ctx.require(ctx.get(f"anchor_latest/{chain}") is not None, f"sub-chain {chain!r} has never been anchored")
+        anchor = arg(p, "anchor", bytes, size=HASH)
+        anchored = ctx.get(f"by_tx/{anchor.hex()}", contract="interlock")
+        ctx.require(anchored is not None and anchored[0] == chain,
+                    f"parent anchor {anchor.hex()[:16]} is not a Type-II anchor of {chain!r}")
     record = {
         "round": round_,
         "model": model,
@@ -68,21 +70,6 @@ def publish_model(ctx: Context, args: Any) -> None:
     ctx.put(f"model/{round_}", record)
     ctx.put(f"model_by_hash/{model.hex()}", round_)
     ctx.put("latest_round", round_)
-
-
-@fl.method
-def anchor(ctx: Context, args: Any) -> None:
-    """Record a sub-chain head on the main chain; heights must strictly increase."""
-    ident = require_role(ctx, "edge")
-    chain = arg(args, "chain", str)
-    height = arg(args, "height", int)
-    head = arg(args, "head", bytes, size=HASH)
-    ctx.require(chain == ident.home_chain, f"this edge validates {ident.home_chain!r}, not {chain!r}")
-    latest = ctx.get(f"anchor_latest/{chain}")
-    ctx.require(latest is None or height > latest["height"], "anchor height must increase")
-    entry = {"chain": chain, "height": height, "head": head, "main_height": ctx.height}
-    ctx.put(f"anchor/{chain}/{height}", entry)
-    ctx.put(f"anchor_latest/{chain}", entry)
 
 
 @fl.method

@@ -34,6 +34,7 @@ class Domain:
     P2P = "p2p"
     VOTE = "vote"
     ARBITRATION = "arbitration"
+    INTERLOCK = "interlock"
 
 
 def address_of(public_key: bytes) -> bytes:

@@ -2,7 +2,8 @@
 
 Extended with the chain id, a state root and a receipts root (so that results,
 not only inputs, are provable), and an engine-specific ``consensus`` field that
-the microchain and BFT engines fill (credit proofs, votes, accumulators).
+the microchain and BFT engines fill (credit proofs, votes, certificates), and
+the chain's RSA accumulator after the block (seed 000 §IV-A).
 The block hash covers every header field except the signature. ``tx_count``
 is in the header so a light client can insist that an inclusion proof was made
 for the block's real number of transactions (RFC 9162 proofs carry the tree
@@ -36,6 +37,7 @@ class BlockHeader(Record):
     proposer: bytes
     timestamp: int
     consensus: Any
+    accumulator: bytes  # the chain's RSA accumulator after this block (ledger/accumulator.py)
     signature: bytes
 
     def signing_bytes(self) -> bytes:

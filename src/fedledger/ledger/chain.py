@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 from fedledger import contracts
 from fedledger.codec import cbor
+from fedledger.crypto.accumulator import AccumulatorParams
 from fedledger.crypto.keys import Domain, SigningKey, is_valid
 from fedledger.crypto.merkle import merkle_root
 from fedledger.errors import ContractError, DecodeError, InvalidBlock, InvalidTransaction
+from fedledger.ledger.accumulator import chain_params, next_value
 from fedledger.ledger.block import MAX_BLOCK_BYTES, MAX_BLOCK_TXS, Block, BlockHeader, Receipt
 from fedledger.ledger.genesis import Genesis
 from fedledger.ledger.state import State
@@ -46,6 +48,10 @@ class ChainState:
     @property
     def height(self) -> int:
         return self.head.height
+
+    @property
+    def acc_params(self) -> AccumulatorParams:
+        return chain_params(self.genesis.params)
 
     @property
     def engine(self) -> str:
@@ -153,6 +159,8 @@ def apply_block(chain: ChainState, block: Block) -> list[Receipt]:
             raise InvalidBlock(f"receipts root of block {header.height} does not match execution")
         if chain.state.root() != header.state_root:
             raise InvalidBlock(f"state root of block {header.height} does not match execution")
+        if header.accumulator != next_value(chain.acc_params, chain.head.accumulator, header):
+            raise InvalidBlock(f"accumulator of block {header.height} does not extend its parent's")
     except BaseException:
         chain.state.rollback()
         raise
@@ -222,7 +230,9 @@ def propose_block(
         proposer=key.public_key,
         timestamp=ts,
         consensus=consensus,
+        accumulator=b"",
         signature=b"",
     )
+    unsigned = dataclasses.replace(unsigned, accumulator=next_value(chain.acc_params, chain.head.accumulator, unsigned))
     header = dataclasses.replace(unsigned, signature=key.sign(Domain.BLOCK, unsigned.signing_bytes()))
     return Block(header=header, txs=tuple(included)), rejected

@@ -8,7 +8,9 @@ chain, is a deterministic function of it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from fedledger.codec import Record
@@ -53,10 +55,23 @@ class Genesis(Record):
 
             params = MicrochainParams.from_obj(self.params.get("microchain"))
             seed_microchain(state, params, list(self.validators), self.genesis_hash)
+        if self.params.get("interlock"):
+            from fedledger.contracts.interlock import seed_interlock
+            from fedledger.ledger.accumulator import chain_params
+            from fedledger.ledger.interlock import InterlockConfig
+
+            config = InterlockConfig.from_params(self.params)
+            seed_interlock(state, config, chain_params(self.params).fingerprint())
         state.take_changes()
         return state
 
     def block(self) -> Block:
+        return self._block
+
+    @cached_property
+    def _block(self) -> Block:
+        from fedledger.ledger.accumulator import chain_params, next_value, start_value
+
         header = BlockHeader(
             chain_id=self.chain_id,
             height=0,
@@ -68,6 +83,9 @@ class Genesis(Record):
             proposer=b"",
             timestamp=self.timestamp,
             consensus={"genesis": self.genesis_hash},
+            accumulator=b"",
             signature=b"",
         )
+        acc = chain_params(self.params)
+        header = dataclasses.replace(header, accumulator=next_value(acc, start_value(acc), header))
         return Block(header=header, txs=())

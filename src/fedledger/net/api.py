@@ -27,6 +27,7 @@ from fedledger.errors import (
 from fedledger.ledger.tx import MAX_TX_BYTES, decode_tx
 from fedledger.net.openapi import openapi_spec
 from fedledger.node.chain_node import ChainNode
+from fedledger.node.interlock import anchor_covering, witness_from_store
 from fedledger.storage.blobs import BlobStore
 
 log = logging.getLogger("fedledger.api")
@@ -116,6 +117,9 @@ class NodeAPI:
             r.add_get("/v1/headers", self.get_headers)
             r.add_get("/v1/accounts/{address}", self.get_account)
             r.add_get("/v1/state/{contract}/{key:.+}", self.get_state)
+            r.add_get("/v1/accumulator/witness", self.get_witness)
+            r.add_get("/v1/interlock/latest", self.get_interlock_latest)
+            r.add_get("/v1/interlock/anchors/{chain}", self.get_anchor_covering)
 
     def _chain(self) -> ChainNode:
         assert self.chain is not None
@@ -218,6 +222,31 @@ class NodeAPI:
         if raw is None:
             raise NotFound(f"no state at {contract}/{key}")
         return web.json_response({"value": jsonable(cbor.decode(raw))})
+
+    # -- inter-locking and accumulator proofs (seed 000 §IV) ------------------
+    async def get_witness(self, request: web.Request) -> web.Response:
+        """Membership witness of block ``height`` in the accumulator of block ``at`` (default: the head)."""
+        chain = self._chain()
+        height = _int_param(request, "height")
+        at = _int_param(request, "at", chain.chain.height)
+        witness = witness_from_store(chain.store, chain.chain.acc_params, height, at)
+        return web.json_response({"height": height, "at": at, "witness": witness.hex(),
+                                  "accumulator": chain.store.header(at).accumulator.hex()})
+
+    async def get_interlock_latest(self, request: web.Request) -> web.Response:
+        """The latest anchor of this chain that a quorum of its validators signed (for relayers)."""
+        cert = self._chain().interlock.latest()
+        if cert is None:
+            raise NotFound("no anchor of this chain has a quorum of signatures yet")
+        anchor, sigs = cert
+        return web.json_response({"anchor": jsonable(anchor.to_obj()), "signatures": jsonable(sigs)})
+
+    async def get_anchor_covering(self, request: web.Request) -> web.Response:
+        """The first anchor of ``chain`` at or above height ``covers``, recorded by main height ``upto``."""
+        chain = self._chain()
+        entry = anchor_covering(chain.chain.state, request.match_info["chain"], _int_param(request, "covers"),
+                                _int_param(request, "upto", chain.chain.height))
+        return web.json_response(jsonable(entry))
 
     # -- blobs ----------------------------------------------------------------
     async def put_blob(self, request: web.Request) -> web.Response:

@@ -27,6 +27,13 @@ SUMMARIES = {
     ("GET", "/v1/headers"): "Canonical block headers ?start=&end= (at most 1000), hex-encoded.",
     ("GET", "/v1/accounts/{address}"): "The next nonce an account must use (counting queued transactions).",
     ("GET", "/v1/state/{contract}/{key}"): "A contract's stored value at key.",
+    ("GET", "/v1/accumulator/witness"): "Accumulator membership witness of block ?height= in the value of "
+    "block ?at= (default: head).",
+    ("GET", "/v1/interlock/latest"): "This chain's latest anchor signed by a quorum of its validators.",
+    ("GET", "/v1/interlock/anchors/{chain}"): "First anchor of a chain at or above ?covers= recorded by "
+    "main height ?upto=.",
+    ("POST", "/v1/crosschain/verify"): "Cloud: verify a transaction on a sub-chain against the main "
+    "chain's accumulator (seed 000 Protocol 1), step by step.",
     ("POST", "/v1/fl/job"): "Cloud: start a federated-learning job.",
     ("GET", "/v1/fl/job"): "Cloud: progress of the running or last job.",
     ("POST", "/v1/fl/round"): "Edge: run one round for this edge's devices and aggregate.",

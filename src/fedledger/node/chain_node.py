@@ -53,13 +53,14 @@ from fedledger.consensus.microchain.engine import (
 from fedledger.consensus.microchain.votes import Vote
 from fedledger.crypto.keys import SigningKey
 from fedledger.errors import DecodeError, FedledgerError, InvalidTransaction, NotFound
-from fedledger.ledger.block import Block
+from fedledger.ledger.block import Block, BlockHeader
 from fedledger.ledger.chain import account_nonce
 from fedledger.ledger.genesis import Genesis
 from fedledger.ledger.mempool import Mempool
 from fedledger.ledger.proofs import TxProof, make_tx_proof
 from fedledger.ledger.tx import Transaction, decode_tx, make_tx
 from fedledger.logs import log_event
+from fedledger.node.interlock import AnchorCollector, checkpoint_height
 from fedledger.storage.chainstore import ChainStore
 
 log = logging.getLogger("fedledger.node")
@@ -198,6 +199,7 @@ class ChainNode:
             self.engine = MicrochainEngine(self.chain, key, self.mempool, arbitrator=arbitrator, my_votes=votes)
         else:
             self.engine = DevEngine(self.chain, key, self.mempool, block_interval_ms=block_interval_ms)
+        self.interlock = AnchorCollector(self.chain, key)
         others = [v for v in genesis.validators if v != key.public_key]
         self.metrics = ChainMetrics(fanout=len(others))
         self.transport_stats: Callable[[], dict[str, Any]] | None = None  # the transport's own counters
@@ -272,9 +274,12 @@ class ChainNode:
         if self._outbox:
             batch, self._outbox = self._outbox, []
             self.send(None, encode_message("txs", batch), "tx")
-        if self.microchain is not None and now_ms - self._last_status >= STATUS_EVERY_MS:
+        if now_ms - self._last_status >= STATUS_EVERY_MS:
             self._last_status = now_ms
-            self.send(None, encode_message("status", self.microchain.status()), "status")
+            if self.microchain is not None:
+                self.send(None, encode_message("status", self.microchain.status()), "status")
+            if self.interlock.mine is not None:  # repeated: messages can be lost
+                self.send(None, encode_message("attest", self.interlock.mine), "interlock")
 
     def _handle(self, ready: Ready, now_ms: int) -> None:
         for key, value in ready.records:
@@ -283,6 +288,7 @@ class ChainNode:
             self.store.commit_block(c.block, c.receipts, c.changes)
             self.mempool.remove(c.block.txs)
             self._note_finalized(c.block)
+            self._attest(c.block.header)
             log_event(log, logging.DEBUG, "block finalized", chain=self.chain_id, height=c.block.height,
                       txs=len(c.block.txs))
         if ready.committed:
@@ -296,6 +302,16 @@ class ChainNode:
             self.send(peer, payload, message_kind(payload))
         for contract, method, args in ready.calls:
             self._submit_call(contract, method, args, now_ms)
+
+    def _attest(self, header: BlockHeader) -> None:
+        """Sign the anchor of a finalized block when one is due (inter-locking, seed 000 §III)."""
+        if not self.interlock.config.due(header.height):
+            return
+        at = checkpoint_height(self.chain, header.height)
+        checkpoint = header if at == header.height else self.store.header(at)
+        body = self.interlock.finalized(header, checkpoint)
+        if body is not None:
+            self.send(None, encode_message("attest", body), "interlock")
 
     async def _wake(self) -> None:
         if self._notify:
@@ -314,6 +330,8 @@ class ChainNode:
                 self._receive_txs(body)
             elif kind == "status":
                 self._receive_status(peer, body, now_ms)
+            elif kind == "attest":
+                self.interlock.receive(peer, body)
             elif kind == "sync":
                 self._answer_sync(peer, int(body))
             elif kind == "blocks":

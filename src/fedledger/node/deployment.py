@@ -70,7 +70,15 @@ def make_deployment(
     block_interval_ms: int = 50,
     validators_per_edge: int = 4,
     microchain: dict[str, Any] | None = None,
+    interlock_period: int = 4,
+    accumulator: dict[str, Any] | None = None,
 ) -> Deployment:
+    """Keys, genesis documents and configs for a cloud, ``edges`` edges and their device pools.
+
+    Every chain attests an anchor every ``interlock_period`` finalized blocks;
+    ``accumulator`` (``{"modulus": bytes}``, e.g. a ceremony's output) is the
+    accumulator modulus all chains share (default: RSA-2048).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     fl = dict(fl or {})
     extra = validators_per_edge - 1
@@ -88,7 +96,12 @@ def make_deployment(
     edge_ids = [Identity(k.public_key, "edge", f"edge-{i + 1}", chains[i]) for i, k in enumerate(edge_keys)]
 
     dep = Deployment(workdir)
-    main = Genesis(MAIN_CHAIN, now, (cloud_key.public_key,), (cloud_id, *edge_ids), {"engine": "dev"})
+    acc = {"accumulator": accumulator} if accumulator else {}
+    main_validators = (cloud_key.public_key,)
+    sub_peers = {chain: [k.public_key for k in validator_keys[i]] for i, chain in enumerate(chains)}
+    main = Genesis(MAIN_CHAIN, now, main_validators, (cloud_id, *edge_ids),
+                   {"engine": "dev", **acc,
+                    "interlock": {"role": "main", "period": interlock_period, "peers": sub_peers}})
     dep.geneses[MAIN_CHAIN] = _write(workdir / "main.genesis", main.encode())
     for i, chain in enumerate(chains):
         devs = tuple(Identity(k.public_key, "device", f"device-{i + 1}-{j + 1}", chain)
@@ -98,8 +111,9 @@ def make_deployment(
                         for j, k in enumerate(validator_keys[i]) if j > 0)
         params = {"committee_size": validators_per_edge, "arbitrator": arbitrators[i].public_key,
                   **(microchain or {})}
+        interlock = {"role": "sub", "period": interlock_period, "peers": {MAIN_CHAIN: list(main_validators)}}
         sub = Genesis(chain, now, vals, (edge_ids[i], *val_ids, *devs, cloud_id),
-                      {"engine": "microchain", "microchain": params})
+                      {"engine": "microchain", "microchain": params, "interlock": interlock, **acc})
         dep.geneses[chain] = _write(workdir / f"{chain}.genesis", sub.encode())
 
     cloud_url = f"http://127.0.0.1:{ports[0]}"

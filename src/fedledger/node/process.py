@@ -103,6 +103,8 @@ async def _serve(cfg: NodeConfig) -> None:
         done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for task in waiters:
             task.cancel()
+        for background in ctx.tasks:
+            background.cancel()
         for task in done:
             if task is loop_task and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]

@@ -15,15 +15,17 @@ from typing import Any
 
 from aiohttp import web
 
+from fedledger.audit.crosschain import Trusted, fetch_proof, verify_cross_chain
 from fedledger.contracts.fl import authenticator_message
 from fedledger.crypto.keys import Domain
-from fedledger.errors import ConfigError, FedledgerError, UsageError, VerificationFailed
+from fedledger.errors import ConfigError, FedledgerError, NotFound, UsageError, VerificationFailed
 from fedledger.fl.aggregate import fedavg
 from fedledger.fl.weights import Weights, decode_weights, encode_weights
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext
-from fedledger.node.submit import LocalChain
+from fedledger.node.roles.relay import AnchorRelay
+from fedledger.node.submit import LocalChain, RemoteChain
 
 log = logging.getLogger("fedledger.cloud")
 
@@ -39,9 +41,29 @@ class CloudRole:
         self.edges = [ctx.client(u, timeout_s=float(ctx.cfg.fl.get("deadline_s", 300))) for u in ctx.peer_list("edges")]
         self.job: dict[str, Any] = {"state": "idle"}
         self._task: asyncio.Task[None] | None = None
+        self.relays: dict[str, AnchorRelay] = {}
+        ctx.tasks.append(asyncio.create_task(self._relay_to_edges()))
         r = ctx.api.app.router
         r.add_post("/v1/fl/job", self.handle_start)
         r.add_get("/v1/fl/job", self.handle_status)
+        r.add_post("/v1/crosschain/verify", self.handle_crosschain)
+
+    async def _relay_to_edges(self) -> None:
+        """Type-III: send the main chain's quorum-signed anchors to every edge's sub-chain."""
+        node = self.ctx.chain
+        assert node is not None
+        waiting = list(self.edges)
+        while waiting:
+            for edge in list(waiting):
+                try:
+                    chain_id = str((await edge.status())["chain_id"])
+                except (FedledgerError, KeyError):
+                    continue  # not up yet
+                waiting.remove(edge)
+                relay = self.relays[chain_id] = AnchorRelay(node, self.key, RemoteChain(edge, chain_id),
+                                                            "anchor_mainchain")
+                self.ctx.tasks.append(asyncio.create_task(relay.run()))
+            await asyncio.sleep(0.2)
 
     async def handle_start(self, request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -57,6 +79,23 @@ class CloudRole:
 
     async def handle_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.job)
+
+    async def handle_crosschain(self, request: web.Request) -> web.Response:
+        """Protocol 1 for a thin client: ``{"chain", "tx", "main_height"?}``; trusts this replica's header."""
+        body = await read_json(request)
+        try:
+            chain_id, tx = str(body["chain"]), bytes.fromhex(body["tx"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"bad verification request: {exc}") from None
+        relay = self.relays.get(chain_id)
+        if relay is None:
+            raise NotFound(f"{chain_id!r} is not a sub-chain this cloud node serves")
+        node = self.ctx.chain
+        assert node is not None
+        height = int(body.get("main_height") or node.chain.height)
+        trusted = Trusted(node.chain_id, height, node.store.header(height).accumulator, node.chain.acc_params)
+        proof = await fetch_proof(relay.target.client, self.ctx.client(self.ctx.cfg.url), chain_id, tx, height)
+        return web.json_response(verify_cross_chain(proof, trusted).to_json())
 
     async def _run_job(self, rounds: int) -> None:
         try:

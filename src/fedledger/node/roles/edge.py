@@ -7,7 +7,9 @@ A round, as data flows (seed 004 §III-A, seed 000 §V):
 3. wait for the devices' ``submit_update`` transactions on the sub-chain and
    check every uploaded blob against its recorded hash;
 4. FedAvg by sample count, store the aggregate blob, ``record_aggregate``;
-5. anchor the sub-chain head on the main chain (``fl.anchor``).
+5. wait until a quorum-signed anchor of the sub-chain at or above the
+   aggregate's block reaches the main chain (Type-II, ``interlock.anchor_subchain``;
+   this node relays its sub-chain's anchors as they are signed).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fedledger.fl.weights import decode_weights, encode_weights
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext
+from fedledger.node.roles.relay import AnchorRelay
 from fedledger.node.submit import LocalChain, RemoteChain
 
 log = logging.getLogger("fedledger.edge")
@@ -43,6 +46,8 @@ class EdgeRole:
         self.pools = [ctx.client(u, timeout_s=self.deadline_s) for u in ctx.peer_list("devices")]
         self.main_chain_id = str(ctx.cfg.fl.get("main_chain_id", "main"))
         self.main = RemoteChain(self.cloud, self.main_chain_id)
+        self.relay = AnchorRelay(ctx.chain, self.key, self.main, "anchor_subchain")
+        ctx.tasks.append(asyncio.create_task(self.relay.run()))
         self._lock = asyncio.Lock()
         ctx.api.app.router.add_post("/v1/fl/round", self.handle_round)
 
@@ -72,10 +77,8 @@ class EdgeRole:
             "round": round_, "base": base, "model": bytes.fromhex(address), "samples": samples,
             "updates": [bytes.fromhex(up["tx"]) for up in updates],
         })
-        head = self.ctx.chain.chain.head  # type: ignore[union-attr]
-        anchor_tx = await self.main.call(self.key, "fl", "anchor", {
-            "chain": self.sub.chain_id, "height": head.height, "head": head.block_hash,
-        })
+        height, _ = self.ctx.chain.store.tx_location(agg_tx)  # type: ignore[union-attr]
+        _, anchor_tx = await self.relay.covering(height, self.deadline_s)
         log_event(log, logging.INFO, "round aggregated", round=round_, updates=len(updates),
                   failures=len(failures))
         return {"chain": self.sub.chain_id, "tx": agg_tx.hex(), "model": address, "samples": samples,
