@@ -21,11 +21,13 @@ from fedledger.crypto.keys import Domain, SigningKey
 from fedledger.errors import InvalidBlock
 from fedledger.ledger.accumulator import (
     acc_int,
+    batch_proof,
     block_prime,
     block_witness,
     chain_params,
     start_value,
     verify_block,
+    verify_blocks,
 )
 from fedledger.ledger.block import Block, Receipt
 from fedledger.ledger.chain import ChainState, apply_block, propose_block, receipts_root, tx_root
@@ -173,6 +175,19 @@ def test_witnesses_verify_for_every_position_and_only_there(world: World) -> Non
         assert verify_block(params, value, world.sub.header(h), w)
         other = world.sub.header(h + 1 if h < 4 else 0)
         assert not verify_block(params, value, other, w)
+
+
+def test_batch_proof_covers_several_blocks_at_once(world: World) -> None:
+    """Seed 000 §IV-D/E: one aggregate witness (Protocol 2's g_0) and a PoE for t blocks; a batch
+    holding a block that is not in the chain, or listing a block at another height, fails."""
+    params, headers = world.sub.state.acc_params, [world.sub.header(h) for h in range(5)]
+    value = headers[-1].accumulator
+    witness, poe = batch_proof(params, headers, [1, 2, 4])
+    assert verify_blocks(params, value, [headers[1], headers[2], headers[4]], witness, poe)
+    forged = sub_chain(variant="-forged").header(2)
+    assert not verify_blocks(params, value, [headers[1], forged, headers[4]], witness, poe)
+    assert not verify_blocks(params, value, [headers[1], headers[3], headers[4]], witness, poe)
+    assert not verify_blocks(params, value, [headers[1], headers[2]], witness, poe)
 
 
 # -- Protocol 1 ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ from fedledger.errors import (
 from fedledger.ledger.tx import MAX_TX_BYTES, decode_tx
 from fedledger.net.openapi import openapi_spec
 from fedledger.node.chain_node import ChainNode
-from fedledger.node.interlock import anchor_covering, witness_from_store
+from fedledger.node.interlock import anchor_covering, batch_from_store, witness_from_store
 from fedledger.storage.blobs import BlobStore
 
 log = logging.getLogger("fedledger.api")
@@ -118,6 +118,7 @@ class NodeAPI:
             r.add_get("/v1/accounts/{address}", self.get_account)
             r.add_get("/v1/state/{contract}/{key:.+}", self.get_state)
             r.add_get("/v1/accumulator/witness", self.get_witness)
+            r.add_get("/v1/accumulator/batch", self.get_batch_witness)
             r.add_get("/v1/interlock/latest", self.get_interlock_latest)
             r.add_get("/v1/interlock/anchors/{chain}", self.get_anchor_covering)
 
@@ -231,6 +232,18 @@ class NodeAPI:
         at = _int_param(request, "at", chain.chain.height)
         witness = witness_from_store(chain.store, chain.chain.acc_params, height, at)
         return web.json_response({"height": height, "at": at, "witness": witness.hex(),
+                                  "accumulator": chain.store.header(at).accumulator.hex()})
+
+    async def get_batch_witness(self, request: web.Request) -> web.Response:
+        """One aggregate witness and PoE for blocks ``heights`` (comma-separated) in the value of ``at``."""
+        chain = self._chain()
+        at = _int_param(request, "at", chain.chain.height)
+        try:
+            heights = sorted({int(h) for h in request.query.get("heights", "").split(",")})
+        except ValueError:
+            raise UsageError("heights must be comma-separated integers") from None
+        witness, poe = batch_from_store(chain.store, chain.chain.acc_params, heights, at)
+        return web.json_response({"heights": heights, "at": at, "witness": witness.hex(), "poe": poe.hex(),
                                   "accumulator": chain.store.header(at).accumulator.hex()})
 
     async def get_interlock_latest(self, request: web.Request) -> web.Response:

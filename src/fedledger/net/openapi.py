@@ -29,6 +29,8 @@ SUMMARIES = {
     ("GET", "/v1/state/{contract}/{key}"): "A contract's stored value at key.",
     ("GET", "/v1/accumulator/witness"): "Accumulator membership witness of block ?height= in the value of "
     "block ?at= (default: head).",
+    ("GET", "/v1/accumulator/batch"): "One aggregate witness with a proof of exponentiation for blocks "
+    "?heights=a,b,c in the value of block ?at=.",
     ("GET", "/v1/interlock/latest"): "This chain's latest anchor signed by a quorum of its validators.",
     ("GET", "/v1/interlock/anchors/{chain}"): "First anchor of a chain at or above ?covers= recorded by "
     "main height ?upto=.",

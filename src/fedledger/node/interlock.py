@@ -24,7 +24,7 @@ from fedledger.consensus.microchain.params import MicrochainParams
 from fedledger.crypto.accumulator import AccumulatorParams
 from fedledger.crypto.keys import Domain, SigningKey, is_valid
 from fedledger.errors import NotFound, UsageError
-from fedledger.ledger.accumulator import block_witness, start_value
+from fedledger.ledger.accumulator import batch_proof, block_witness, start_value
 from fedledger.ledger.block import BlockHeader
 from fedledger.ledger.chain import ChainState
 from fedledger.ledger.interlock import Anchor, InterlockConfig, make_anchor, quorum, sign_anchor
@@ -111,6 +111,7 @@ class AnchorCollector:
         return None
 
 
+MAX_BATCH = 1024
 MAX_WITNESS_SPAN = 20_000  # blocks a witness may span (the proof costs one exponent per block)
 
 
@@ -122,6 +123,16 @@ def witness_from_store(store: ChainStore, params: AccumulatorParams, height: int
         raise UsageError(f"a witness spans at most {MAX_WITNESS_SPAN} blocks")
     previous = start_value(params) if height == 0 else store.header(height - 1).accumulator
     return block_witness(params, previous, (store.header(h) for h in range(height + 1, at + 1)))
+
+
+def batch_from_store(store: ChainStore, params: AccumulatorParams, heights: list[int],
+                     at: int) -> tuple[bytes, bytes]:
+    """Batch ProofGen (seed 000 §IV-D) for finalized blocks ``heights`` against header ``at``."""
+    if not heights or not 0 <= heights[0] <= heights[-1] <= at <= store.head_height():
+        raise UsageError(f"need heights within 0..at and at <= {store.head_height()}")
+    if at > MAX_WITNESS_SPAN or len(heights) > MAX_BATCH:
+        raise UsageError(f"batch proofs cover chains up to {MAX_WITNESS_SPAN} blocks and {MAX_BATCH} members")
+    return batch_proof(params, [store.header(h) for h in range(at + 1)], heights)
 
 
 def anchor_covering(state: State, chain: str, covers: int, upto: int) -> dict[str, Any]:
