@@ -377,3 +377,84 @@ def _table(r: dict[str, object]) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+@bench.command("accumulator")
+@click.option(
+    "--bits",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(64),
+    help="Modulus size. 2048 uses the RSA-2048 challenge number (nobody is known to "
+    "hold its factors); other sizes use a trusted dealer with a fixed seed.",
+)
+@click.option("--dealer", is_flag=True, help="Use the fixed-seed trusted dealer even at 2048 bits.")
+@click.option(
+    "--prime-bits",
+    default=None,
+    type=click.IntRange(64, 4096),
+    help="Bits of the element primes (default: the accumulator's, 128).",
+)
+@click.option(
+    "--chain-length",
+    default=None,
+    type=click.IntRange(65),
+    help="Accumulated elements (default 1024; 96 with --quick).",
+)
+@click.option("--quick", is_flag=True, help="Small chain and short timings (a few seconds).")
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+def accumulator(
+    bits: int,
+    dealer: bool,
+    prime_bits: int | None,
+    chain_length: int | None,
+    quick: bool,
+    json_only: bool,
+) -> None:
+    """RSA accumulator Update/ProofGen/ProofVerf and batch proofs vs Ed25519 and t single proofs."""
+    from fedledger.cli import bench_accumulator as ba
+
+    console = Console(stderr=True, quiet=json_only)
+    result = ba.run(ba.options(bits, dealer, prime_bits, chain_length, quick), console)
+    console.print(ba.table(result))
+    click.echo(json.dumps(result, sort_keys=True))
+
+
+@bench.command("mainchain")
+@click.option("--quick", is_flag=True, help="Two short load steps (about a minute).")
+@click.option("--duration", type=click.FloatRange(min=1.0), default=None,
+              help="Seconds per offered-load step (default 10; 4 with --quick).")
+@click.option("--rates", default=None, metavar="TPS[,TPS...]",
+              help="Offered-load steps in tx/s (default 100,250,500,1000,2000,4000; 100,500 with --quick).")
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+def mainchain(quick: bool, duration: float | None, rates: str | None, json_only: bool) -> None:
+    """4 BFT main-chain validator processes under offered load: finalized tx/s and latency."""
+    import dataclasses
+
+    from fedledger.cli import bench_microchain as bm
+
+    opts = dataclasses.replace(bm.options(("4",), quick, duration, None, None, rates, 1024, None), engine="bft")
+    console = Console(stderr=True, quiet=json_only)
+    result = bm.run(opts, console)
+    if not json_only:
+        click.echo(bm.tables(result))
+    click.echo(json.dumps(result, sort_keys=True))
+
+
+@bench.command("table1")
+@click.option("--engine", type=click.Choice(["microchain", "bft"]), default="microchain", show_default=True,
+              help="The chain to run seed 000 Table I on: an edge sub-chain or the main chain.")
+@click.option("--clients", default=10, show_default=True, type=click.IntRange(1, 64))
+@click.option("--txs", "per_client", default=100, show_default=True, type=click.IntRange(1),
+              help="Transactions per client.")
+@click.option("--quick", is_flag=True, help="10 transactions per client.")
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+def table1(engine: str, clients: int, per_client: int, quick: bool, json_only: bool) -> None:
+    """Seed 000 Table I: max/avg latency and throughput at 32 B, 8 KB, 16 KB, 32 KB, next to the paper."""
+    from fedledger.cli import bench_table1 as bt
+
+    console = Console(stderr=True, quiet=json_only)
+    result = bt.run(engine, clients, 10 if quick else per_client, console)
+    if not json_only:
+        click.echo(bt.table(result))
+    click.echo(json.dumps(result, sort_keys=True))

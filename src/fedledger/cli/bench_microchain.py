@@ -128,6 +128,7 @@ class Options:
     accounts: int
     workdir: Path | None
     quick: bool
+    engine: str = "microchain"  # "bft" for the main chain (``fedledger bench mainchain``)
 
 
 @dataclass
@@ -149,7 +150,7 @@ def account_key(i: int) -> SigningKey:
     return SigningKey.from_seed(tagged_hash("fedledger/bench/microchain/device", i.to_bytes(8, "big")))
 
 
-def lay_out(workdir: Path, k: int, accounts: int, slot_ms: int | None) -> Cluster:
+def lay_out(workdir: Path, k: int, accounts: int, slot_ms: int | None, engine: str = "microchain") -> Cluster:
     """Genesis with K validators (committee K) and the client devices; one config per validator."""
     workdir.mkdir(parents=True, exist_ok=True)
     keys = [SigningKey.generate() for _ in range(k)]
@@ -160,8 +161,9 @@ def lay_out(workdir: Path, k: int, accounts: int, slot_ms: int | None) -> Cluste
         params["slot_ms"] = slot_ms
     idents = [Identity(key.public_key, "edge", f"validator-{i + 1}", CHAIN_ID) for i, key in enumerate(keys)]
     idents += [Identity(c.public_key, "device", f"device-{i}", CHAIN_ID) for i, c in enumerate(clients)]
+    chain_params = {"engine": "microchain", "microchain": params} if engine == "microchain" else {"engine": engine}
     genesis = Genesis(CHAIN_ID, int(time.time() * 1000), tuple(key.public_key for key in keys), tuple(idents),
-                      {"engine": "microchain", "microchain": params})
+                      chain_params)
     genesis_path = workdir / f"{CHAIN_ID}.genesis"
     genesis_path.write_bytes(genesis.encode())
     ports = free_ports(2 * k)
@@ -567,7 +569,7 @@ async def measure(cluster: Cluster, opts: Options, console: Console) -> dict[str
 def run_cluster(k: int, opts: Options, root: Path, ceiling_tps: float, console: Console) -> dict[str, Any]:
     """Lay out, start, measure and always stop one K-validator cluster."""
     load_before = _loadavg()
-    cluster = lay_out(root / f"k{k}", k, opts.accounts, opts.slot_ms)
+    cluster = lay_out(root / f"k{k}", k, opts.accounts, opts.slot_ms, opts.engine)
     sup = Supervisor(cluster.workdir / "logs")
     try:
         console.print(f"[dim]K={k}: starting {k} validator processes…[/dim]")
@@ -594,9 +596,14 @@ def summarize(k: int, got: dict[str, Any], cluster: Cluster, ceiling_tps: float,
     steps: list[dict[str, Any]] = got["steps"]
     peak = max(steps, key=lambda s: s["finalized_tps"]) if steps else {}
     finalized_tps = float(peak.get("finalized_tps", 0.0))
-    p = MicrochainParams.from_obj(cluster.genesis.params["microchain"])
+    if opts.engine == "microchain":
+        p = MicrochainParams.from_obj(cluster.genesis.params["microchain"])
+        engine_params: dict[str, Any] = {"slot_ms": p.slot_ms, "epoch_blocks": p.epoch_blocks,
+                                         "max_block_txs": p.max_block_txs}
+    else:
+        engine_params = {"engine_name": opts.engine}
     return {
-        "bench": "microchain",
+        "bench": "microchain" if opts.engine == "microchain" else "mainchain",
         "validators": k,
         "finalized_tps": finalized_tps,
         "p50_finality_s": peak.get("p50_finality_s"),
@@ -617,7 +624,7 @@ def summarize(k: int, got: dict[str, Any], cluster: Cluster, ceiling_tps: float,
         "engine": got["engine"],
         "loadgen_cpu_pct": peak.get("loadgen_cpu_pct"),
         "steps": steps,
-        "slot_ms": p.slot_ms, "epoch_blocks": p.epoch_blocks, "max_block_txs": p.max_block_txs,
+        **engine_params,
         "accounts": opts.accounts, "step_s": opts.step_s, "quick": opts.quick,
         "cpus": os.cpu_count(), "loadavg_1m": got["loadavg"], "python": platform.python_version(),
     }
@@ -645,7 +652,7 @@ def run(opts: Options, console: Console) -> dict[str, Any]:
     if len(runs) == 1:
         return runs[0]
     primary = next((r for r in runs if r["validators"] == 4), runs[0])
-    return {**primary, "bench": "microchain", "runs": runs}
+    return {**primary, "runs": runs}
 
 
 def parse_validators(values: Iterable[str], quick: bool) -> tuple[int, ...]:

@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from fedledger.contracts import beacon, fl, identity, interlock, microchain
+from fedledger.contracts import beacon, fl, identity, interlock, microchain, records
 from fedledger.contracts.base import REGISTRY, Context, Contract, lookup
 from fedledger.ledger.state import State
 
@@ -12,4 +12,4 @@ BLOCK_HOOKS: dict[str, Callable[[State, str, int, bytes, bytes, Any], None]] = {
     "microchain": microchain.finish_block,
 }
 
-__all__ = ["BLOCK_HOOKS", "REGISTRY", "Context", "Contract", "beacon", "fl", "identity", "interlock", "lookup", "microchain"]
+__all__ = ["BLOCK_HOOKS", "REGISTRY", "Context", "Contract", "beacon", "fl", "identity", "interlock", "lookup", "microchain", "records"]
