@@ -458,3 +458,20 @@ def table1(engine: str, clients: int, per_client: int, quick: bool, json_only: b
     if not json_only:
         click.echo(bt.table(result))
     click.echo(json.dumps(result, sort_keys=True))
+
+
+@bench.command("ceremony")
+@click.option("--bits", default=2048, show_default=True, type=int, help="Modulus size.")
+@click.option("--parties", default=3, show_default=True, type=int, help="Party processes.")
+@click.option("--quick", is_flag=True, help="512-bit modulus (a few seconds).")
+@click.option("--seed", default=None, help="Seed the parties (reproducible, NOT secure).")
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+def ceremony(bits: int, parties: int, quick: bool, seed: str | None, json_only: bool) -> None:
+    """Distributed RSA modulus ceremony (k processes) vs a trusted dealer, same size."""
+    from fedledger.cli import bench_ceremony as bc
+
+    console = Console(stderr=True, quiet=json_only)
+    result = bc.run(bc.QUICK_BITS if quick else bits, parties, seed.encode() if seed else None, console)
+    if not json_only:
+        click.echo(bc.table(result))
+    click.echo(json.dumps(result, sort_keys=True))

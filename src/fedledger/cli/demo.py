@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedledger.errors import UsageError, VerificationFailed
+from fedledger.errors import ConfigError, UsageError, VerificationFailed
 
 MARKER = ".fedledger-demo"
 
@@ -35,14 +35,19 @@ MARKER = ".fedledger-demo"
 @click.option("--model", default="digits-mlp", show_default=True, help="digits-mlp or digits-cnn.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=Path("report.json"),
               show_default=True)
-def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: str, report_path: Path) -> None:
+@click.option("--modulus", "modulus_file", type=click.Path(path_type=Path), default=None,
+              help="Accumulator modulus from `fedledger ceremony modulus --out FILE` (default: RSA-2048).")
+def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: str, report_path: Path,
+         modulus_file: Path | None) -> None:
     """Run a small hierarchical federated-learning job end to end and verify it."""
     from fedledger.node.deployment import make_deployment
     from fedledger.node.supervisor import Supervisor
 
     console = Console()
+    accumulator = _ceremony_modulus(modulus_file) if modulus_file else None
     _prepare_workdir(workdir)
-    dep = make_deployment(workdir, edges=edges, devices_per_edge=devices_per_edge, fl={"model": model})
+    dep = make_deployment(workdir, edges=edges, devices_per_edge=devices_per_edge, fl={"model": model},
+                          accumulator=accumulator)
     sup = Supervisor(workdir / "logs")
     t0 = time.perf_counter()
     try:
@@ -61,6 +66,20 @@ def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: s
     _print_summary(console, report, report_path)
     if not report["lineage_verified"]:
         raise VerificationFailed(f"lineage verification failed: {report['lineage']['reason']}")
+
+
+def _ceremony_modulus(path: Path) -> dict[str, bytes]:
+    """The ``accumulator`` genesis parameter from a ceremony's output file."""
+    from fedledger.crypto.accumulator import AccumulatorParams
+
+    try:
+        n = int(json.loads(path.read_text())["modulus"], 16)
+        AccumulatorParams.from_modulus(n)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a ceremony output with a 2048-bit modulus: {exc}") from None
+    return {"modulus": n.to_bytes((n.bit_length() + 7) // 8, "big")}
 
 
 def _prepare_workdir(workdir: Path) -> None:

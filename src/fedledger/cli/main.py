@@ -24,7 +24,7 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from fedledger.cli import bench, chain, demo, node, sim, verify
+    from fedledger.cli import bench, ceremony, chain, demo, node, sim, verify
 
     cli.add_command(node.node)
     cli.add_command(chain.chain)
@@ -32,6 +32,7 @@ def _register_commands() -> None:
     cli.add_command(bench.bench)
     cli.add_command(sim.sim)
     cli.add_command(verify.verify)
+    cli.add_command(ceremony.ceremony)
 
 
 def main(argv: list[str] | None = None) -> int:

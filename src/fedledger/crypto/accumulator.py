@@ -42,7 +42,7 @@ Setup and the trapdoor
 Whoever knows ``p, q`` with ``N = p*q`` knows the group order and can take any root,
 i.e. forge any membership proof (seed 000 §IV-C). :func:`setup_trusted_dealer` is a
 trusted dealer for tests and single-operator demos; production must use the
-distributed RSA modulus generation ceremony of seed 000 §IV-C (planned separately), so
+distributed RSA modulus generation ceremony of seed 000 §IV-C (``crypto/ceremony.py``), so
 that nobody ever knows ``p, q``. :meth:`AccumulatorParams.from_modulus` derives ``g``
 from ``N`` by hashing, so a ceremony only has to publish ``N``.
 
