@@ -34,6 +34,8 @@ class Domain:
     P2P = "p2p"
     VOTE = "vote"
     ARBITRATION = "arbitration"
+    BFT_PROPOSAL = "bft-proposal"  # main-chain BFT: a proposer's PROPOSAL for (height, round)
+    BFT_VOTE = "bft-vote"  # main-chain BFT: PREVOTE and PRECOMMIT
     INTERLOCK = "interlock"
 
 

@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from fedledger.consensus.bft.engine import RECORD_PREFIX as BFT_RECORDS
+from fedledger.consensus.bft.engine import BftEngine
 from fedledger.consensus.dev import DevEngine
 from fedledger.consensus.engine import Engine, Ready
 from fedledger.consensus.microchain.engine import (
@@ -197,6 +199,9 @@ class ChainNode:
         if self.chain.engine == "microchain":
             votes = [Vote.decode(v) for v in self.store.meta_with_prefix("vote/").values()]
             self.engine = MicrochainEngine(self.chain, key, self.mempool, arbitrator=arbitrator, my_votes=votes)
+        elif self.chain.engine == "bft":
+            records = self.store.meta_with_prefix(BFT_RECORDS)  # own votes and lock: no conflicting re-signing
+            self.engine = BftEngine(self.chain, key, self.mempool, records=records)
         else:
             self.engine = DevEngine(self.chain, key, self.mempool, block_interval_ms=block_interval_ms)
         self.interlock = AnchorCollector(self.chain, key)
@@ -219,6 +224,10 @@ class ChainNode:
     @property
     def microchain(self) -> MicrochainEngine | None:
         return self.engine if isinstance(self.engine, MicrochainEngine) else None
+
+    @property
+    def bft(self) -> BftEngine | None:
+        return self.engine if isinstance(self.engine, BftEngine) else None
 
     @property
     def send(self) -> Send:
@@ -267,7 +276,7 @@ class ChainNode:
     def step(self, now_ms: int) -> None:
         self.engine.tick(now_ms)
         self._note_confirmed()
-        if isinstance(self.engine, DevEngine) and self.engine.rejected:
+        if isinstance(self.engine, DevEngine | BftEngine) and self.engine.rejected:
             self.mempool.remove(self.engine.rejected)
             self.engine.rejected.clear()
         self._handle(self.engine.ready(), now_ms)
@@ -278,6 +287,8 @@ class ChainNode:
             self._last_status = now_ms
             if self.microchain is not None:
                 self.send(None, encode_message("status", self.microchain.status()), "status")
+            if self.bft is not None:
+                self.send(None, encode_message("status", self.bft.status()), "status")
             if self.interlock.mine is not None:  # repeated: messages can be lost
                 self.send(None, encode_message("attest", self.interlock.mine), "interlock")
 
@@ -339,6 +350,8 @@ class ChainNode:
                 if engine is not None:
                     for raw in body:
                         engine.receive_block(Block.decode(raw), peer)
+                if self.bft is not None:
+                    self.bft.receive_blocks([Block.decode(raw) for raw in body])
             else:
                 self.engine.step(peer, payload)
         except (DecodeError, TypeError, ValueError, KeyError) as exc:
@@ -347,6 +360,8 @@ class ChainNode:
         self._handle(self.engine.ready(), now_ms)
         engine = self.microchain
         if engine is not None and engine.missing_parents:
+            self._request_sync(peer, now_ms)
+        if self.bft is not None and self.bft.wants_sync(peer):
             self._request_sync(peer, now_ms)
 
     # -- metrics -------------------------------------------------------------------
@@ -364,7 +379,7 @@ class ChainNode:
 
     def _note_finalized(self, block: Block) -> None:
         now = time.time()
-        if self.microchain is not None and block.block_hash not in self._tree:
+        if (self.microchain is not None or self.bft is not None) and block.block_hash not in self._tree:
             self.metrics.block_confirmed(block, now)  # finalized before we saw it in the tree
         self._tree.discard(block.block_hash)
         self.metrics.block_finalized(block, now)
@@ -390,6 +405,13 @@ class ChainNode:
                              "rejected_votes": dict(engine.stats.rejected_votes),
                              "missing_parents": len(engine.missing_parents),
                              "orphans": sum(len(v) for v in engine.orphans.values())}
+        if self.bft is not None:
+            st = self.bft.stats
+            out["engine"] = {**self.bft.status(), "proposed": st.proposed, "decided": st.decided,
+                             "decided_by_certificate": st.decided_by_certificate, "rounds": st.rounds,
+                             "timeouts": dict(st.timeouts), "invalid_blocks": st.invalid_blocks,
+                             "rejected_messages": dict(st.rejected), "double_signs": st.double_signs,
+                             "refused_to_sign": st.refused_to_sign, "commits_sent": st.commits_sent}
         if samples:
             out["samples"] = [[h.hex(), *t] for h, t in m.samples.items()]
         return out
@@ -400,6 +422,11 @@ class ChainNode:
                 self.submit(decode_tx(raw), gossip=False)
 
     def _receive_status(self, peer: bytes, body: Any, now_ms: int) -> None:
+        if self.bft is not None:  # the peer works on the height after its finalized one
+            self.bft.note_peer_height(peer, int(body["finalized_height"]) + 1)
+            if self.bft.wants_sync(peer):
+                self._request_sync(peer, now_ms)
+            return
         engine = self.microchain
         if engine is None:
             return
@@ -416,9 +443,12 @@ class ChainNode:
         self.send(peer, encode_message("sync", self.chain.height + 1), "sync")
 
     def _answer_sync(self, peer: bytes, start: int) -> None:
-        """Finalized blocks from the store from ``start``, then the unfinalized tree, within a byte budget."""
+        """Finalized blocks from the store from ``start``, then the unfinalized tree, within a byte budget.
+
+        A BFT replica follows the blocks with a ``commit`` message: the newest
+        block's certificate is in no block yet."""
         engine = self.microchain
-        if engine is None:
+        if engine is None and self.bft is None:
             return
         out: list[bytes] = []
         size = 0
@@ -429,9 +459,12 @@ class ChainNode:
             if size > SYNC_BATCH_BYTES:
                 break
         else:
-            for block in engine.tree_blocks():
+            for block in engine.tree_blocks() if engine is not None else []:
                 out.append(block.encode())
         self.send(peer, encode_message("blocks", out), "sync")
+        bft = self.bft
+        if bft is not None and bft.last_cert is not None and start <= self.chain.height and size <= SYNC_BATCH_BYTES:
+            self.send(peer, bft.commit_message(self.store.block(bft.last_cert.height)), "sync")
 
     # -- queries ---------------------------------------------------------------
     async def wait_for_tx(self, tx_hash: bytes, timeout_s: float) -> tuple[int, int] | None:

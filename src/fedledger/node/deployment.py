@@ -172,9 +172,13 @@ def make_validator_cluster(
     microchain: dict[str, Any] | None = None,
     clients: list[SigningKey] | None = None,
     chain_id: str = "sub-1",
+    engine: str = "microchain",
+    bft: dict[str, Any] | None = None,
 ) -> Deployment:
-    """A lone microchain: ``validators`` validator-only nodes in a full TCP mesh.
+    """A lone chain: ``validators`` validator-only nodes in a full TCP mesh.
 
+    ``engine`` is ``"microchain"`` (parameters from ``microchain``) or
+    ``"bft"`` (the main chain's engine, parameters from ``bft``).
     ``clients`` are admitted as edge-role identities, so they may make
     successful identity calls (used by tests and benchmarks to generate load).
     """
@@ -184,8 +188,9 @@ def make_validator_cluster(
     ids = tuple(Identity(k.public_key, "edge", f"v{i + 1}", chain_id) for i, k in enumerate(keys))
     ids += tuple(Identity(k.public_key, "edge", f"client-{i + 1}", chain_id) for i, k in enumerate(clients or []))
     params = {"committee_size": validators, **(microchain or {})}
-    genesis = Genesis(chain_id, int(time.time() * 1000), tuple(k.public_key for k in keys), ids,
-                      {"engine": "microchain", "microchain": params})
+    chain_params = {"engine": "bft", "bft": dict(bft or {})} if engine == "bft" else \
+        {"engine": "microchain", "microchain": params}
+    genesis = Genesis(chain_id, int(time.time() * 1000), tuple(k.public_key for k in keys), ids, chain_params)
     dep = Deployment(workdir)
     dep.geneses[chain_id] = _write(workdir / f"{chain_id}.genesis", genesis.encode())
     mesh = {k.public_key.hex(): f"127.0.0.1:{ports[validators + i]}" for i, k in enumerate(keys)}
