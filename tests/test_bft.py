@@ -25,8 +25,6 @@ from fedledger.consensus.bft.engine import (
     PREVOTE_STEP,
     PROPOSE_STEP,
     BftEngine,
-    decode_message,
-    encode_message,
 )
 from fedledger.consensus.bft.messages import (
     NIL,
@@ -46,6 +44,7 @@ from fedledger.consensus.bft.messages import (
     verify_certificate,
 )
 from fedledger.consensus.bft.params import BftParams
+from fedledger.consensus.engine import decode_message, encode_message
 from fedledger.contracts import bft as bft_contract
 from fedledger.contracts.base import Context, lookup
 from fedledger.crypto.keys import Domain, SigningKey

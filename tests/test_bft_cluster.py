@@ -11,19 +11,12 @@ genesis, certificates included (``fedledger chain verify``).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from clusterlib import get, headers, height, submit, verify_store, wait
 from fedledger.crypto.keys import SigningKey
-from fedledger.ledger.block import BlockHeader
-from fedledger.ledger.tx import make_tx
 from fedledger.node.deployment import Deployment, make_validator_cluster
 from fedledger.node.supervisor import Supervisor
 
@@ -35,49 +28,13 @@ BFT = {"timeout_propose_ms": 600, "timeout_prevote_ms": 300, "timeout_precommit_
        "timeout_delta_ms": 300, "rebroadcast_ms": 500, "empty_block_ms": 2000}
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def _height(dep: Deployment, name: str) -> int:
-    return int(_get(dep.url(name) + "/v1/status")["height"])
-
-
-def _headers(dep: Deployment, name: str, upto: int) -> list[BlockHeader]:
-    raw = _get(dep.url(name) + f"/v1/headers?start=1&end={upto}")["headers"]
-    return [BlockHeader.decode(bytes.fromhex(h)) for h in raw]
-
-
-def _wait(cond: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _submit(dep: Deployment, name: str, client: SigningKey, nonce: int) -> str:
-    tx = make_tx(client, CHAIN, nonce, "identity", "register_identity",
-                 {"public_key": SigningKey.generate().public_key, "role": "device", "name": f"d{nonce}",
-                  "home_chain": CHAIN}, int(time.time() * 1000))
-    req = urllib.request.Request(dep.url(name) + "/v1/txs", data=tx.encode(), method="POST",
-                                 headers={"Content-Type": "application/cbor"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return str(json.loads(r.read())["tx_hash"])
+    return submit(dep, name, client, nonce, CHAIN)
 
 
 def _decided(dep: Deployment, name: str, tx_hash: str) -> None:
-    out = _get(dep.url(name) + f"/v1/txs/{tx_hash}?wait=30")
+    out = get(dep.url(name) + f"/v1/txs/{tx_hash}?wait=30")
     assert out["receipt"]["success"], out
-
-
-def _verify(store: Path) -> dict[str, Any]:
-    run = subprocess.run([sys.executable, "-m", "fedledger.cli.main", "chain", "verify", "--db", str(store),
-                          "--json"], capture_output=True, text=True)
-    report: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-    return report
 
 
 def test_four_validators_decide_and_a_killed_one_catches_up(tmp_path: Path) -> None:
@@ -95,10 +52,10 @@ def test_four_validators_decide_and_a_killed_one_catches_up(tmp_path: Path) -> N
         hashes = [_submit(dep, "v1", client, i) for i in range(6, 12)]  # a burst shares blocks
         for h in hashes:  # decided, with a successful call, as seen by another replica
             _decided(dep, "v4", h)
-        top = _height(dep, "v1")
+        top = height(dep, "v1")
         assert top >= 7
-        _wait(lambda: min(_height(dep, n) for n in names) >= top, 30, "every replica to decide the same height")
-        blocks = _headers(dep, "v2", top)
+        wait(lambda: min(height(dep, n) for n in names) >= top, 30, "every replica to decide the same height")
+        blocks = headers(dep, "v2", top)
         assert {h.proposer for h in blocks} <= _validators(dep)
         assert all(h.consensus["engine"] == "bft" for h in blocks)
         assert all(h.consensus["last_commit"]["height"] == h.height - 1 for h in blocks[1:])
@@ -107,31 +64,31 @@ def test_four_validators_decide_and_a_killed_one_catches_up(tmp_path: Path) -> N
         burst = [_submit(dep, "v1", client, i) for i in range(12, 16)]
         sup.kill(victim)  # SIGKILL, mid-stream: the burst is being decided
         store = Path(dep.configs[victim].data_dir) / "chain.db"
-        before = _verify(store)
+        before = verify_store(store)
         assert before["ok"], before
         lost_at = int(before["height"])
-        _wait(lambda: _height(dep, "v1") >= lost_at, 30, "v1 to reach the victim's height")
-        decided_before = [h.block_hash for h in _headers(dep, "v1", lost_at)]
+        wait(lambda: height(dep, "v1") >= lost_at, 30, "v1 to reach the victim's height")
+        decided_before = [h.block_hash for h in headers(dep, "v1", lost_at)]
 
         for h in burst:
             _decided(dep, "v1", h)
         for i in range(16, 22):  # the other three keep deciding: 3 of 4 is more than 2/3
             _decided(dep, "v2", _submit(dep, "v2", client, i))
-        assert _height(dep, "v1") >= lost_at + 3
+        assert height(dep, "v1") >= lost_at + 3
 
         sup.start(victim, dep.config_paths[victim])
         sup.wait_ready(victim, dep.url(victim))
-        target = _height(dep, "v1")
-        _wait(lambda: _height(dep, victim) >= target, 60, "the restarted replica to catch up")
+        target = height(dep, "v1")
+        wait(lambda: height(dep, victim) >= target, 60, "the restarted replica to catch up")
         _decided(dep, victim, _submit(dep, victim, client, 22))  # and it takes part again
-        top = min(_height(dep, n) for n in names)
-        reference = [h.block_hash for h in _headers(dep, "v1", top)]
+        top = min(height(dep, n) for n in names)
+        reference = [h.block_hash for h in headers(dep, "v1", top)]
         for name in names:
-            assert [h.block_hash for h in _headers(dep, name, top)] == reference, f"{name} decided another chain"
+            assert [h.block_hash for h in headers(dep, name, top)] == reference, f"{name} decided another chain"
         assert reference[:lost_at] == decided_before, "a block decided before the crash changed"
-        after = _verify(store)  # every block, with its certificate, replays from genesis
+        after = verify_store(store)  # every block, with its certificate, replays from genesis
         assert after["ok"] and after["height"] >= target, after
-        caught_up = _get(dep.url(victim) + "/v1/metrics")["engine"]
+        caught_up = get(dep.url(victim) + "/v1/metrics")["engine"]
         assert caught_up["decided_by_certificate"] >= target - lost_at - 1, caught_up  # synced, not re-voted
         assert caught_up["refused_to_sign"] == 0, caught_up
     finally:

@@ -9,7 +9,7 @@ named*, not merely fail to crash.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gmpy2
@@ -23,21 +23,18 @@ from fedledger.ledger.accumulator import (
     acc_int,
     batch_proof,
     block_prime,
-    block_witness,
     chain_params,
-    start_value,
     verify_block,
     verify_blocks,
 )
 from fedledger.ledger.block import Block, Receipt
-from fedledger.ledger.chain import ChainState, apply_block, propose_block, receipts_root, tx_root
+from fedledger.ledger.chain import apply_block, propose_block, receipts_root, tx_root
 from fedledger.ledger.genesis import Genesis, Identity
 from fedledger.ledger.interlock import Anchor, make_anchor, quorum, sign_anchor
 from fedledger.ledger.proofs import make_tx_proof
 from fedledger.ledger.tx import make_tx
 from fedledger.node.interlock import AnchorCollector
-
-T0 = 1_700_000_000_000
+from fedledger.sim.interlocked import T0, ChainBuilder
 
 
 def key(label: str) -> SigningKey:
@@ -48,34 +45,6 @@ MAIN_KEYS = [key(f"main-{i}") for i in range(4)]
 SUB_KEYS = [key(f"sub-{i}") for i in range(4)]
 CLIENT = key("client")
 RELAYER = key("relayer")
-
-
-@dataclass
-class Chain:
-    state: ChainState
-    blocks: list[Block] = field(default_factory=list)
-    receipts: list[list[Receipt]] = field(default_factory=list)
-    nonces: dict[bytes, int] = field(default_factory=dict)
-
-    def add(self, signer: SigningKey, calls: list[tuple[SigningKey, str, str, Any]]) -> Block:
-        txs = []
-        for sender, contract, method, args in calls:
-            n = self.nonces.get(sender.public_key, 0)
-            self.nonces[sender.public_key] = n + 1
-            txs.append(make_tx(sender, self.state.chain_id, n, contract, method, args, T0))
-        block, rejected = propose_block(self.state, txs, signer, T0 + len(self.blocks) + 1)
-        assert not rejected
-        self.receipts.append(apply_block(self.state, block))
-        self.blocks.append(block)
-        return block
-
-    def header(self, height: int) -> Any:
-        return self.state.genesis.block().header if height == 0 else self.blocks[height - 1].header
-
-    def witness(self, height: int, at: int) -> bytes:
-        params = self.state.acc_params
-        previous = start_value(params) if height == 0 else self.header(height - 1).accumulator
-        return block_witness(params, previous, (self.header(h) for h in range(height + 1, at + 1)))
 
 
 def genesis(chain_id: str, role: str, validators: list[SigningKey], peers: dict[str, list[SigningKey]]) -> Genesis:
@@ -89,8 +58,8 @@ def register(label: str) -> tuple[SigningKey, str, str, Any]:
             {"public_key": key(label).public_key, "role": "device", "name": label, "home_chain": "sub-1"})
 
 
-def sub_chain(variant: str = "") -> Chain:
-    chain = Chain(ChainState.from_genesis(genesis("sub-1", "sub", SUB_KEYS, {"main": MAIN_KEYS})))
+def sub_chain(variant: str = "") -> ChainBuilder:
+    chain = ChainBuilder.from_genesis(genesis("sub-1", "sub", SUB_KEYS, {"main": MAIN_KEYS}))
     for h in range(1, 5):
         chain.add(SUB_KEYS[h % 4], [register(f"dev-{h}{variant if h == 2 else ''}")])
     return chain
@@ -100,24 +69,24 @@ def signed(anchor: Anchor, signers: list[SigningKey]) -> dict[str, Any]:
     return {"anchor": anchor.to_obj(), "signatures": [[k.public_key, sign_anchor(k, anchor)] for k in signers]}
 
 
-def anchor_of(chain: Chain, height: int) -> Anchor:
+def anchor_of(chain: ChainBuilder, height: int) -> Anchor:
     header = chain.header(height)
     return make_anchor(header, header, chain.state.acc_params.fingerprint())
 
 
 @dataclass
 class World:
-    sub: Chain
-    main: Chain
+    sub: ChainBuilder
+    main: ChainBuilder
     anchor_height: int = 3  # main block holding the Type-II anchor of sub-1 at height 4
 
     def proof(self, tx_height: int = 2, at: int | None = None) -> CrossChainProof:
         at = self.main.state.height if at is None else at
         return CrossChainProof(
             "sub-1",
-            make_tx_proof(self.sub.blocks[tx_height - 1], self.sub.receipts[tx_height - 1], 0),
+            self.sub.proof(tx_height),
             self.sub.witness(tx_height, 4),
-            make_tx_proof(self.main.blocks[self.anchor_height - 1], self.main.receipts[self.anchor_height - 1], 0),
+            self.main.proof(self.anchor_height),
             self.main.witness(self.anchor_height, at),
         )
 
@@ -129,7 +98,7 @@ class World:
 @pytest.fixture(scope="module")
 def world() -> World:
     sub = sub_chain()
-    main = Chain(ChainState.from_genesis(genesis("main", "main", MAIN_KEYS, {"sub-1": SUB_KEYS})))
+    main = ChainBuilder.from_genesis(genesis("main", "main", MAIN_KEYS, {"sub-1": SUB_KEYS}))
     main.add(MAIN_KEYS[0], [register("m1")])
     main.add(MAIN_KEYS[1], [register("m2")])
     anchored = main.add(MAIN_KEYS[2], [(RELAYER, "interlock", "anchor_subchain", signed(anchor_of(sub, 4), SUB_KEYS[:3]))])
@@ -202,7 +171,7 @@ def test_protocol_1_accepts_a_transaction_on_the_sub_chain(world: World) -> None
 def test_a_block_that_is_not_in_the_chain_is_rejected(world: World) -> None:
     """A validly signed block at height 2 that the chain never had (built on the same parent)."""
     fork = sub_chain(variant="-forged")
-    forged = dataclasses.replace(world.proof(), tx=make_tx_proof(fork.blocks[1], fork.receipts[1], 0))
+    forged = dataclasses.replace(world.proof(), tx=fork.proof(2))
     step, detail = failed_step(verify_cross_chain(forged, world.trusted()))
     assert step == "sub-chain block in anchored accumulator" and "not at that position" in detail
 
@@ -243,12 +212,12 @@ def test_a_sub_chain_that_rewrites_history_after_its_anchor_is_exposed(world: Wo
     assert rewritten.header(4).accumulator != world.sub.header(4).accumulator
     params = rewritten.state.acc_params
     assert verify_block(params, rewritten.header(4).accumulator, rewritten.header(2), rewritten.witness(2, 4))
-    proof = dataclasses.replace(world.proof(), tx=make_tx_proof(rewritten.blocks[1], rewritten.receipts[1], 0),
+    proof = dataclasses.replace(world.proof(), tx=rewritten.proof(2),
                                 block_witness=rewritten.witness(2, 4))
     step, _ = failed_step(verify_cross_chain(proof, world.trusted()))
     assert step == "sub-chain block in anchored accumulator"
 
-    main = Chain(ChainState.from_genesis(world.main.state.genesis))
+    main = ChainBuilder.from_genesis(world.main.state.genesis)
     main.add(MAIN_KEYS[0], [(RELAYER, "interlock", "anchor_subchain", signed(anchor_of(world.sub, 4), SUB_KEYS[:3]))])
     main.add(MAIN_KEYS[1], [(RELAYER, "interlock", "anchor_subchain", signed(anchor_of(rewritten, 4), SUB_KEYS[1:]))])
     receipt = main.receipts[-1][0]
@@ -269,13 +238,13 @@ def test_the_trusted_accumulator_bounds_what_verifies(world: World) -> None:
 
 
 def test_an_anchor_proof_that_is_not_a_type_ii_anchor_is_rejected(world: World) -> None:
-    other = dataclasses.replace(world.proof(), anchor=make_tx_proof(world.main.blocks[1], world.main.receipts[1], 0))
+    other = dataclasses.replace(world.proof(), anchor=world.main.proof(2))
     step, detail = failed_step(verify_cross_chain(other, world.trusted()))
     assert step == "anchor transaction in main-chain block" and "not a Type-II anchor" in detail
 
 
 # -- the interlock contract (Type-II and Type-III) ------------------------------------
-def anchor_receipt(chain: Chain, method: str, args: dict[str, Any]) -> Receipt:
+def anchor_receipt(chain: ChainBuilder, method: str, args: dict[str, Any]) -> Receipt:
     signer = MAIN_KEYS[0] if chain.state.chain_id == "main" else SUB_KEYS[0]
     chain.add(signer, [(RELAYER, "interlock", method, args)])
     return chain.receipts[-1][0]
@@ -291,14 +260,14 @@ def anchor_receipt(chain: Chain, method: str, args: dict[str, Any]) -> Receipt:
 ])
 def test_type_ii_needs_a_quorum_of_the_sub_chains_validators(case: str, mutate: Any, reason: str) -> None:
     """Seed 000 §III: Type-II transactions must not rest on one (possibly compromised) node."""
-    main = Chain(ChainState.from_genesis(genesis("main", "main", MAIN_KEYS, {"sub-1": SUB_KEYS})))
+    main = ChainBuilder.from_genesis(genesis("main", "main", MAIN_KEYS, {"sub-1": SUB_KEYS}))
     receipt = anchor_receipt(main, "anchor_subchain", mutate(anchor_of(sub_chain(), 4)))
     assert not receipt.success and reason in receipt.error, (case, receipt.error)
 
 
 def test_anchors_go_one_way_and_heights_increase() -> None:
     sub = sub_chain()
-    main = Chain(ChainState.from_genesis(genesis("main", "main", MAIN_KEYS, {"sub-1": SUB_KEYS})))
+    main = ChainBuilder.from_genesis(genesis("main", "main", MAIN_KEYS, {"sub-1": SUB_KEYS}))
     assert anchor_receipt(main, "anchor_subchain", signed(anchor_of(sub, 4), SUB_KEYS[:3])).success
     stale = anchor_receipt(main, "anchor_subchain", signed(anchor_of(sub, 2), SUB_KEYS[:3]))
     assert not stale.success and "must increase" in stale.error
@@ -330,7 +299,7 @@ def test_collector_gathers_a_quorum_of_matching_signatures_only() -> None:
 
 def test_signatures_that_arrive_before_the_block_is_final_wait_for_it() -> None:
     sub = sub_chain()
-    behind = Chain(ChainState.from_genesis(sub.state.genesis))
+    behind = ChainBuilder.from_genesis(sub.state.genesis)
     for block in sub.blocks[:2]:
         apply_block(behind.state, block)
     collector = AnchorCollector(behind.state, SUB_KEYS[0])

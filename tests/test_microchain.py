@@ -25,13 +25,8 @@ from typing import Any
 
 import pytest
 
-from fedledger.consensus.microchain.engine import (
-    MAX_ORPHANS,
-    MicrochainEngine,
-    decode_message,
-    encode_message,
-    message_kind,
-)
+from fedledger.consensus.engine import decode_message, encode_message, message_kind
+from fedledger.consensus.microchain.engine import MAX_ORPHANS, MicrochainEngine
 from fedledger.consensus.microchain.params import MicrochainParams
 from fedledger.consensus.microchain.poc import d_cond, poc_alpha, tb, wins
 from fedledger.consensus.microchain.sortition import select_committee

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fedledger.codec import cbor
+from fedledger.errors import DecodeError
 from fedledger.ledger.block import Block, Receipt
 from fedledger.ledger.chain import ChainState
 from fedledger.ledger.tx import Transaction
@@ -66,3 +68,22 @@ class Engine(Protocol):
 
     def advance(self, applied: Sequence[Block]) -> None:
         """The runtime has persisted ``applied``."""
+
+
+# -- the wire envelope every engine and the node runtime share: CBOR ``[kind, body]`` --
+def encode_message(kind: str, body: Any) -> bytes:
+    return cbor.encode([kind, body])
+
+
+def message_kind(payload: bytes) -> str:
+    """The kind of an encoded message without decoding its body (for traffic accounting)."""
+    if len(payload) > 2 and payload[0] == 0x82 and 0x60 <= payload[1] < 0x78:
+        return payload[2 : 2 + payload[1] - 0x60].decode(errors="replace")
+    return "unknown"
+
+
+def decode_message(raw: bytes) -> tuple[str, Any]:
+    msg = cbor.decode(raw)
+    if not (isinstance(msg, list) and len(msg) == 2 and isinstance(msg[0], str)):
+        raise DecodeError("a consensus message is [kind, body]")
+    return msg[0], msg[1]

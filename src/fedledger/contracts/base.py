@@ -21,6 +21,21 @@ from fedledger.ledger.state import State
 Method = Callable[["Context", Any], Any]
 
 
+def state_key(contract: str, key: str) -> bytes:
+    """Where contract ``contract`` keeps ``key`` in the chain state."""
+    return f"c/{contract}/{key}".encode()
+
+
+def read_state(state: State, contract: str, key: str) -> Any:
+    """Decoded value of a contract's ``key``, or ``None``."""
+    raw = state.get(state_key(contract, key))
+    return None if raw is None else cbor.decode(raw)
+
+
+def write_state(state: State, contract: str, key: str, value: Any) -> None:
+    state.set(state_key(contract, key), cbor.encode(value))
+
+
 @dataclass
 class Context:
     """What a contract method may see and touch during one call."""
@@ -38,15 +53,14 @@ class Context:
         return address_of(self.sender)
 
     def _key(self, key: str) -> bytes:
-        return f"c/{self.contract}/{key}".encode()
+        return state_key(self.contract, key)
 
     def get(self, key: str, contract: str | None = None) -> Any:
         """Decoded value at ``key`` (of this or another contract), or ``None``."""
-        raw = self.state.get(f"c/{contract or self.contract}/{key}".encode())
-        return None if raw is None else cbor.decode(raw)
+        return read_state(self.state, contract or self.contract, key)
 
     def put(self, key: str, value: Any) -> None:
-        self.state.set(self._key(key), cbor.encode(value))
+        write_state(self.state, self.contract, key, value)
 
     def keys(self, prefix: str) -> Iterator[str]:
         base = self._key("")

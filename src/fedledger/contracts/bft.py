@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedledger.codec import cbor
 from fedledger.consensus.bft.messages import (
     CommitCert,
     decode_signed,
@@ -35,7 +34,15 @@ from fedledger.consensus.bft.messages import (
     proposer_for,
     verify_certificate,
 )
-from fedledger.contracts.base import Context, Contract, arg, register
+from fedledger.contracts.base import (
+    Context,
+    Contract,
+    arg,
+    read_state,
+    register,
+    state_key,
+    write_state,
+)
 from fedledger.errors import (
     ContractError,
     DecodeError,
@@ -49,16 +56,15 @@ bft = register(Contract("bft"))
 
 
 def _skey(key: str) -> bytes:
-    return f"c/bft/{key}".encode()
+    return state_key("bft", key)
 
 
 def read(state: State, key: str) -> Any:
-    raw = state.get(_skey(key))
-    return None if raw is None else cbor.decode(raw)
+    return read_state(state, "bft", key)
 
 
 def write(state: State, key: str, value: Any) -> None:
-    state.set(_skey(key), cbor.encode(value))
+    write_state(state, "bft", key, value)
 
 
 def validators_of(state: State) -> tuple[bytes, ...] | None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fedledger.codec import cbor
-from fedledger.contracts.base import Context, Contract, arg, register
+from fedledger.contracts.base import Context, Contract, arg, register, write_state
 from fedledger.crypto.keys import PUBLIC_KEY_SIZE, address_of
 from fedledger.ledger.genesis import ROLES, Identity
 from fedledger.ledger.state import State
@@ -27,8 +26,7 @@ def _key(address: bytes) -> str:
 def seed_identities(state: State, identities: Iterable[Identity]) -> None:
     """Write the genesis identities straight into state."""
     for ident in identities:
-        key = f"c/identity/{_key(address_of(ident.public_key))}".encode()
-        state.set(key, cbor.encode(ident.to_obj()))
+        write_state(state, "identity", _key(address_of(ident.public_key)), ident.to_obj())
 
 
 def lookup_identity(ctx: Context, public_key: bytes) -> Identity | None:

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedledger.codec import cbor
-from fedledger.contracts.base import Context, Contract, arg, register
+from fedledger.contracts.base import Context, Contract, arg, register, write_state
 from fedledger.errors import ContractError, DecodeError
 from fedledger.ledger.interlock import Anchor, InterlockConfig, quorum_problem
 from fedledger.ledger.state import State
@@ -36,14 +35,11 @@ MAX_SIGNATURES = 256
 
 def seed_interlock(state: State, config: InterlockConfig, params_fingerprint: bytes) -> None:
     """Write the genesis inter-locking configuration into state."""
-    def put(key: str, value: Any) -> None:
-        state.set(f"c/interlock/{key}".encode(), cbor.encode(value))
-
-    put("role", config.role)
-    put("period", config.period)
-    put("params", params_fingerprint)
+    write_state(state, "interlock", "role", config.role)
+    write_state(state, "interlock", "period", config.period)
+    write_state(state, "interlock", "params", params_fingerprint)
     for chain, keys in config.peers.items():
-        put(f"peers/{chain}", list(keys))
+        write_state(state, "interlock", f"peers/{chain}", list(keys))
 
 
 def _anchor_arg(args: Any) -> Anchor:

@@ -27,7 +27,15 @@ from fedledger.consensus.microchain.params import MicrochainParams
 from fedledger.consensus.microchain.poc import poc_alpha, ticket_alpha, wins
 from fedledger.consensus.microchain.sortition import select_committee
 from fedledger.consensus.microchain.votes import Decision, Vote, check_certificate, is_double_vote
-from fedledger.contracts.base import Context, Contract, arg, register
+from fedledger.contracts.base import (
+    Context,
+    Contract,
+    arg,
+    read_state,
+    register,
+    state_key,
+    write_state,
+)
 from fedledger.crypto import vrf
 from fedledger.crypto.hashing import tagged_hash
 from fedledger.crypto.keys import Domain, SigningKey, address_of, is_valid
@@ -49,16 +57,15 @@ PHASES = ("deal", "complain", "justify", "reveal", "recover", "ticket")
 
 
 def _skey(key: str) -> bytes:
-    return f"c/microchain/{key}".encode()
+    return state_key("microchain", key)
 
 
 def read(state: State, key: str) -> Any:
-    raw = state.get(_skey(key))
-    return None if raw is None else cbor.decode(raw)
+    return read_state(state, "microchain", key)
 
 
 def write(state: State, key: str, value: Any) -> None:
-    state.set(_skey(key), cbor.encode(value))
+    write_state(state, "microchain", key, value)
 
 
 @dataclass(frozen=True)

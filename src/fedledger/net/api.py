@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from fedledger.codec import cbor
+from fedledger.contracts.base import read_state
 from fedledger.errors import (
     DecodeError,
     FedledgerError,
@@ -219,10 +220,10 @@ class NodeAPI:
 
     async def get_state(self, request: web.Request) -> web.Response:
         contract, key = request.match_info["contract"], request.match_info["key"]
-        raw = self._chain().chain.state.get(f"c/{contract}/{key}".encode())
-        if raw is None:
+        value = read_state(self._chain().chain.state, contract, key)
+        if value is None:
             raise NotFound(f"no state at {contract}/{key}")
-        return web.json_response({"value": jsonable(cbor.decode(raw))})
+        return web.json_response({"value": jsonable(value)})
 
     # -- inter-locking and accumulator proofs (seed 000 §IV) ------------------
     async def get_witness(self, request: web.Request) -> web.Response:

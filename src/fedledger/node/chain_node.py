@@ -45,13 +45,8 @@ from typing import Any
 from fedledger.consensus.bft.engine import RECORD_PREFIX as BFT_RECORDS
 from fedledger.consensus.bft.engine import BftEngine
 from fedledger.consensus.dev import DevEngine
-from fedledger.consensus.engine import Engine, Ready
-from fedledger.consensus.microchain.engine import (
-    MicrochainEngine,
-    decode_message,
-    encode_message,
-    message_kind,
-)
+from fedledger.consensus.engine import Engine, Ready, decode_message, encode_message, message_kind
+from fedledger.consensus.microchain.engine import MicrochainEngine
 from fedledger.consensus.microchain.votes import Vote
 from fedledger.crypto.keys import SigningKey
 from fedledger.errors import DecodeError, FedledgerError, InvalidTransaction, NotFound

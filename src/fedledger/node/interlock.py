@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedledger.codec import cbor
 from fedledger.consensus.microchain.params import MicrochainParams
+from fedledger.contracts.base import read_state
 from fedledger.crypto.accumulator import AccumulatorParams
 from fedledger.crypto.keys import Domain, SigningKey, is_valid
 from fedledger.errors import NotFound, UsageError
@@ -138,8 +138,7 @@ def batch_from_store(store: ChainStore, params: AccumulatorParams, heights: list
 def anchor_covering(state: State, chain: str, covers: int, upto: int) -> dict[str, Any]:
     """The first anchor of ``chain`` at or above height ``covers`` recorded at main height <= ``upto``."""
     def get(key: str) -> Any:
-        raw = state.get(f"c/interlock/{key}".encode())
-        return None if raw is None else cbor.decode(raw)
+        return read_state(state, "interlock", key)
 
     count = get(f"count/{chain}") or 0
     lo, hi = 0, count  # binary search over the increasing anchored heights

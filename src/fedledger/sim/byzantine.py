@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 
 from fedledger.consensus.bft.engine import BftEngine
-from fedledger.consensus.bft.engine import encode_message as bft_message
 from fedledger.consensus.bft.messages import (
     NIL,
     PREVOTE,
@@ -34,8 +33,8 @@ from fedledger.consensus.bft.messages import (
     make_proposal,
 )
 from fedledger.consensus.bft.messages import make_vote as make_bft_vote
-from fedledger.consensus.engine import Ready
-from fedledger.consensus.microchain.engine import MicrochainEngine, encode_message, message_kind
+from fedledger.consensus.engine import Ready, encode_message, message_kind
+from fedledger.consensus.microchain.engine import MicrochainEngine
 from fedledger.consensus.microchain.votes import make_vote
 from fedledger.crypto.hashing import tagged_hash
 from fedledger.crypto.keys import Domain
@@ -145,7 +144,7 @@ class BftDoubleVoter(BftEngine):
             return
         other = NIL if block_hash else tagged_hash("fedledger/sim-forged-value", self.height.to_bytes(8, "big"))
         second = make_bft_vote(self.key, self.chain.chain_id, self.height, self.round, kind, other)
-        self._broadcast(bft_message("vote", second.to_obj()))
+        self._broadcast(encode_message("vote", second.to_obj()))
         self.misbehaved = True
         if self.misbehaved_at is None:
             self.misbehaved_at = self.now
@@ -181,12 +180,12 @@ class BftMalformed(BftEngine):
         for payload in (
             junk,
             junk[:3],
-            bft_message("vote", {"chain_id": 7}),
-            bft_message("proposal", {"proposal": {}, "block": junk}),
-            bft_message("vote", forged_sig.to_obj()),
-            bft_message("vote", far.to_obj()),
-            bft_message("commit", {"block": junk, "cert": fake_cert.to_obj()}),
-            bft_message("nonsense", [1, 2, 3]),
+            encode_message("vote", {"chain_id": 7}),
+            encode_message("proposal", {"proposal": {}, "block": junk}),
+            encode_message("vote", forged_sig.to_obj()),
+            encode_message("vote", far.to_obj()),
+            encode_message("commit", {"block": junk, "cert": fake_cert.to_obj()}),
+            encode_message("nonsense", [1, 2, 3]),
         ):
             self._broadcast(payload)
 

@@ -78,7 +78,7 @@ from fedledger.consensus.bft.messages import (
     verify_certificate,
 )
 from fedledger.consensus.bft.params import BftParams
-from fedledger.consensus.engine import Committed, Ready, TxSource
+from fedledger.consensus.engine import Committed, Ready, TxSource, decode_message, encode_message
 from fedledger.contracts.bft import is_faulty
 from fedledger.crypto.keys import SigningKey
 from fedledger.errors import ConfigError, DecodeError, FedledgerError
@@ -97,17 +97,6 @@ MAX_FUTURE = 1024  # messages for the next height held until we get there
 MAX_SYNCED = 2048  # heights ahead of ours for which synced blocks and commits are kept
 MAX_CANDIDATES = 4  # synced blocks kept per height (a faulty peer may send forgeries first)
 RECORD_PREFIX = "bft/"
-
-
-def encode_message(kind: str, body: Any) -> bytes:
-    return cbor.encode([kind, body])
-
-
-def decode_message(raw: bytes) -> tuple[str, Any]:
-    msg = cbor.decode(raw)
-    if not (isinstance(msg, list) and len(msg) == 2 and isinstance(msg[0], str)):
-        raise DecodeError("a consensus message is [kind, body]")
-    return msg[0], msg[1]
 
 
 @dataclass

@@ -41,6 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedledger.codec import cbor
+from fedledger.contracts.base import read_state, state_key
 from fedledger.contracts.microchain import Dynasty, current_dynasty, params_of, phase_of, read
 from fedledger.crypto import vss
 from fedledger.crypto.hashing import tagged_hash
@@ -74,13 +75,12 @@ def slot(d: int, kind: str, *ranks: int) -> str:
 
 
 def _get(state: State, k: str) -> Any:
-    raw = state.get(f"c/{NAMESPACE}/{k}".encode())
-    return None if raw is None else cbor.decode(raw)
+    return read_state(state, NAMESPACE, k)
 
 
 def _under(state: State, prefix: str) -> dict[int, Any]:
     """{rank: value} of the keys ``prefix/<rank>``."""
-    base = f"c/{NAMESPACE}/{prefix}/".encode()
+    base = state_key(NAMESPACE, f"{prefix}/")
     return {int(k[len(base):]): cbor.decode(state.get(k) or b"") for k in state.keys_with_prefix(base)}
 
 

@@ -39,8 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedledger.codec import cbor
-from fedledger.consensus.engine import Committed, Ready, TxSource
+from fedledger.consensus.engine import Committed, Ready, TxSource, decode_message, encode_message
 from fedledger.consensus.microchain.params import MicrochainParams
 from fedledger.consensus.microchain.poc import poc_alpha, tb, wins
 from fedledger.consensus.microchain.votes import (
@@ -66,24 +65,6 @@ MAX_ORPHANS = 256
 MAX_PENDING_VOTES = 4096
 RESUBMIT_SLOTS = 10
 REVOTE_SLOTS = 3
-
-
-def encode_message(kind: str, body: Any) -> bytes:
-    return cbor.encode([kind, body])
-
-
-def message_kind(payload: bytes) -> str:
-    """The kind of an encoded message without decoding its body (for traffic accounting)."""
-    if len(payload) > 2 and payload[0] == 0x82 and 0x60 <= payload[1] < 0x78:
-        return payload[2 : 2 + payload[1] - 0x60].decode(errors="replace")
-    return "unknown"
-
-
-def decode_message(raw: bytes) -> tuple[str, Any]:
-    msg = cbor.decode(raw)
-    if not (isinstance(msg, list) and len(msg) == 2 and isinstance(msg[0], str)):
-        raise DecodeError("a consensus message is [kind, body]")
-    return msg[0], msg[1]
 
 
 @dataclass
