@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from fedledger.cli.bench_microchain import CHAIN_ID, sign_update, stage_latencies
+from fedledger.cli.bench_microchain import CHAIN_ID, sign_update, stage_latencies, table
 from fedledger.codec import cbor
 from fedledger.crypto.keys import SigningKey
 from fedledger.ledger import Genesis, Identity
@@ -105,6 +105,23 @@ def test_stage_latencies_follow_the_documented_definitions() -> None:
     assert out["p99_finality_s"] == pytest.approx(1.1, abs=1e-3)
     assert percentiles([]) == {"n": 0}
     assert percentiles([3.0, 1.0, 2.0])["p50"] == 2.0
+
+
+@pytest.mark.parametrize("engine_params", [
+    {"slot_ms": 200, "epoch_blocks": 4},  # bench microchain
+    {"timeout_propose_ms": 1000, "empty_block_ms": 5000},  # bench mainchain (BFT): no slots or epochs
+])
+def test_summary_table_prints_for_both_engines(engine_params: dict[str, Any]) -> None:
+    step = {"offered_tps": 500, "finalized_tps": 490.0, "p50_finality_s": 0.1, "p99_finality_s": 0.2, "rejected": 0}
+    r = {"validators": 4, "finalized_tps": 490.0, "peak_offered_tps": 500, "saturated": False,
+         "p50_finality_s": 0.1, "p99_finality_s": 0.2, "stages": {}, "wire_bytes_per_tx": {},
+         "cpu_pct_at_1tps": 2.0, "rss_mb_at_1tps": 70.0, "finality_s_at_1tps": 0.1, "rss_mb_max": 71.0,
+         "ceiling_tps": 14000.0, "ceiling_ratio": 0.035, "forks_finalized": 0, "finalized_height": 99,
+         "steps": [step], **engine_params}
+    text = table(r)
+    assert "490.0 tx/s at 500 tx/s offered" in text
+    assert ("slot 200 ms" in text) == ("slot_ms" in engine_params)
+    assert ("BFT" in text) == ("slot_ms" not in engine_params)
 
 
 @pytest.mark.slow

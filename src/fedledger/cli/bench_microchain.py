@@ -86,6 +86,7 @@ from rich.console import Console
 
 from fedledger.cli.bench import pinned_to_one_core, update_args, verify_ceiling
 from fedledger.codec import cbor
+from fedledger.consensus.bft.params import BftParams
 from fedledger.consensus.microchain.params import MicrochainParams
 from fedledger.crypto.hashing import tagged_hash
 from fedledger.crypto.keys import SigningKey
@@ -601,7 +602,9 @@ def summarize(k: int, got: dict[str, Any], cluster: Cluster, ceiling_tps: float,
         engine_params: dict[str, Any] = {"slot_ms": p.slot_ms, "epoch_blocks": p.epoch_blocks,
                                          "max_block_txs": p.max_block_txs}
     else:
-        engine_params = {"engine_name": opts.engine}
+        b = BftParams.from_obj(cluster.genesis.params.get("bft"))
+        engine_params = {"timeout_propose_ms": b.timeout_propose_ms, "empty_block_ms": b.empty_block_ms,
+                         "max_block_txs": b.max_block_txs}
     return {
         "bench": "microchain" if opts.engine == "microchain" else "mainchain",
         "validators": k,
@@ -687,7 +690,9 @@ def table(r: dict[str, Any]) -> str:
     """The human summary of one run (stdout, before the JSON line)."""
     stages = r.get("stages", {})
     rows: list[tuple[str, str]] = [
-        ("validators", f"{r['validators']}  (slot {r['slot_ms']} ms, epoch {r['epoch_blocks']} blocks)"),
+        ("validators", f"{r['validators']}  " + (f"(slot {r['slot_ms']} ms, epoch {r['epoch_blocks']} blocks)"
+                                                  if "slot_ms" in r else
+                                                  f"(BFT, timeout_propose {r.get('timeout_propose_ms')} ms)")),
         ("finalized", f"{r['finalized_tps']:,} tx/s at {r['peak_offered_tps']} tx/s offered"
                       f"{'  (saturated)' if r['saturated'] else ''}"),
         ("finality", f"p50 {r['p50_finality_s']} s, p99 {r['p99_finality_s']} s"),

@@ -40,7 +40,7 @@ MARKER = ".fedledger-demo"
 def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: str, report_path: Path,
          modulus_file: Path | None) -> None:
     """Run a small hierarchical federated-learning job end to end and verify it."""
-    from fedledger.node.deployment import make_deployment
+    from fedledger.node.deployment import MAIN_CHAIN, make_deployment
     from fedledger.node.supervisor import Supervisor
 
     console = Console()
@@ -56,8 +56,10 @@ def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: s
                 sup.start(name, path)
             for name in dep.configs:
                 sup.wait_ready(name, dep.url(name))
-        console.print(f"[green]✓[/] {len(dep.configs)} node processes up: cloud, "
-                      f"{edges} edges, {edges} device pools ({edges * devices_per_edge} devices)")
+        main = sum(1 for c in dep.configs.values() if c.genesis == dep.geneses[MAIN_CHAIN])
+        console.print(f"[green]✓[/] {len(dep.configs)} node processes up: main chain ({main} BFT validators), "
+                      f"{edges} edges with their sub-chain validators, {edges} device pools "
+                      f"({edges * devices_per_edge} devices)")
         report = asyncio.run(_run(dep, rounds, console))
     finally:
         sup.stop_all()

@@ -2,11 +2,13 @@
 
 Used by ``fedledger demo`` and the multi-process tests. Every node gets a fresh
 random Ed25519 key; the main chain admits the cloud and the edges, each
-sub-chain admits its edge, its devices and the cloud. Each edge sub-chain is a
-microchain run by ``validators_per_edge`` validator processes: the edge node
-itself (which also aggregates) and validator-only nodes ``edge-N-vK``, joined
-by a full mesh of signed TCP links. The edge operator's node holds the Rule 3
-arbitrator key of its sub-chain.
+sub-chain admits its edge, its devices and the cloud. The main chain is a BFT
+chain run by ``main_validators`` processes: the cloud node itself (which also
+runs the FL job) and validator-only nodes ``cloud-vK``. Each edge sub-chain is
+a microchain run by ``validators_per_edge`` validator processes: the edge node
+itself (which also aggregates) and validator-only nodes ``edge-N-vK``. The
+validators of each chain are joined by a full mesh of signed TCP links. The
+edge operator's node holds the Rule 3 arbitrator key of its sub-chain.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from fedledger.ledger.genesis import Genesis, Identity
 from fedledger.node.config import NodeConfig
 
 MAIN_CHAIN = "main"
+# An idle main chain still decides a block a second, so its anchors reach the sub-chains promptly.
+DEMO_BFT: dict[str, Any] = {"empty_block_ms": 1000}
 
 
 def free_ports(n: int) -> list[int]:
@@ -72,20 +76,24 @@ def make_deployment(
     microchain: dict[str, Any] | None = None,
     interlock_period: int = 4,
     accumulator: dict[str, Any] | None = None,
+    main_validators: int = 4,
+    bft: dict[str, Any] | None = None,
 ) -> Deployment:
     """Keys, genesis documents and configs for a cloud, ``edges`` edges and their device pools.
 
-    Every chain attests an anchor every ``interlock_period`` finalized blocks;
+    ``bft`` overrides the main chain's BFT parameters (default ``DEMO_BFT``). Every chain attests an anchor every ``interlock_period`` finalized blocks;
     ``accumulator`` (``{"modulus": bytes}``, e.g. a ceremony's output) is the
     accumulator modulus all chains share (default: RSA-2048).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     fl = dict(fl or {})
     extra = validators_per_edge - 1
-    ports = free_ports(1 + 2 * edges + edges * extra + edges * validators_per_edge)
-    api_ports = iter(ports[1 + 2 * edges : 1 + 2 * edges + edges * extra])
-    p2p_ports = iter(ports[1 + 2 * edges + edges * extra :])
+    main_extra = main_validators - 1
+    ports = free_ports(1 + 2 * edges + edges * extra + main_extra + edges * validators_per_edge + main_validators)
+    api_ports = iter(ports[1 + 2 * edges : 1 + 2 * edges + edges * extra + main_extra])
+    p2p_ports = iter(ports[1 + 2 * edges + edges * extra + main_extra :])
     cloud_key = SigningKey.generate()
+    main_keys = [cloud_key] + [SigningKey.generate() for _ in range(main_extra)]
     edge_keys = [SigningKey.generate() for _ in range(edges)]
     validator_keys = [[edge_keys[i]] + [SigningKey.generate() for _ in range(extra)] for i in range(edges)]
     arbitrators = [SigningKey.generate() for _ in range(edges)]
@@ -97,10 +105,12 @@ def make_deployment(
 
     dep = Deployment(workdir)
     acc = {"accumulator": accumulator} if accumulator else {}
-    main_validators = (cloud_key.public_key,)
+    main_pks = tuple(k.public_key for k in main_keys)
+    main_val_ids = tuple(Identity(k.public_key, "auditor", f"cloud-v{j + 1}", MAIN_CHAIN)
+                         for j, k in enumerate(main_keys) if j > 0)
     sub_peers = {chain: [k.public_key for k in validator_keys[i]] for i, chain in enumerate(chains)}
-    main = Genesis(MAIN_CHAIN, now, main_validators, (cloud_id, *edge_ids),
-                   {"engine": "dev", **acc,
+    main = Genesis(MAIN_CHAIN, now, main_pks, (cloud_id, *main_val_ids, *edge_ids),
+                   {"engine": "bft", "bft": dict(DEMO_BFT if bft is None else bft), **acc,
                     "interlock": {"role": "main", "period": interlock_period, "peers": sub_peers}})
     dep.geneses[MAIN_CHAIN] = _write(workdir / "main.genesis", main.encode())
     for i, chain in enumerate(chains):
@@ -111,7 +121,7 @@ def make_deployment(
                         for j, k in enumerate(validator_keys[i]) if j > 0)
         params = {"committee_size": validators_per_edge, "arbitrator": arbitrators[i].public_key,
                   **(microchain or {})}
-        interlock = {"role": "sub", "period": interlock_period, "peers": {MAIN_CHAIN: list(main_validators)}}
+        interlock = {"role": "sub", "period": interlock_period, "peers": {MAIN_CHAIN: list(main_pks)}}
         sub = Genesis(chain, now, vals, (edge_ids[i], *val_ids, *devs, cloud_id),
                       {"engine": "microchain", "microchain": params, "interlock": interlock, **acc})
         dep.geneses[chain] = _write(workdir / f"{chain}.genesis", sub.encode())
@@ -120,11 +130,20 @@ def make_deployment(
     edge_urls = [f"http://127.0.0.1:{ports[1 + i]}" for i in range(edges)]
     pool_urls = [f"http://127.0.0.1:{ports[1 + edges + i]}" for i in range(edges)]
     common = {"main_chain_id": MAIN_CHAIN, **fl}
+    main_ports = [next(p2p_ports) for _ in main_keys]
+    main_mesh = {k.public_key.hex(): f"127.0.0.1:{p}" for k, p in zip(main_keys, main_ports, strict=True)}
     dep.configs["cloud"] = NodeConfig(
         role="cloud", name="cloud", port=ports[0], data_dir=workdir / "cloud", key_seed=cloud_key.seed(),
         genesis=dep.geneses[MAIN_CHAIN], peers={"edges": edge_urls}, fl=common,
-        block_interval_ms=block_interval_ms,
+        block_interval_ms=block_interval_ms, p2p_port=main_ports[0], chain_peers=main_mesh,
     )
+    for j in range(1, main_validators):
+        vname = f"cloud-v{j + 1}"
+        dep.configs[vname] = NodeConfig(
+            role="validator", name=vname, port=next(api_ports), data_dir=workdir / vname,
+            key_seed=main_keys[j].seed(), genesis=dep.geneses[MAIN_CHAIN], p2p_port=main_ports[j],
+            chain_peers=main_mesh,
+        )
     for i, chain in enumerate(chains):
         name = f"edge-{i + 1}"
         mesh_ports = [next(p2p_ports) for _ in validator_keys[i]]
