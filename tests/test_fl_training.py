@@ -9,7 +9,9 @@ import torch
 from fedledger.errors import UsageError
 from fedledger.fl.aggregate import fedavg
 from fedledger.fl.data import Dataset, load_digits_split, partition_iid, subset
-from fedledger.fl.models import MODELS, build_model, get_weights, init_weights, set_weights
+from fedledger.fl.models import build_model, get_weights, init_weights, set_weights
+from fedledger.fl.program import program_hash, training_program
+from fedledger.fl.specs import MODEL_SPECS
 from fedledger.fl.train import (
     TRAINING_PROGRAM_VERSION,
     TrainConfig,
@@ -20,6 +22,9 @@ from fedledger.fl.weights import encode_weights, num_parameters
 
 # lr 0.05 with momentum 0.9 reaches ~0.92 test accuracy in 3 epochs; plain SGD needs more.
 FAST = TrainConfig(epochs=3, batch_size=32, lr=0.05, momentum=0.9)
+
+ALL_MODELS = sorted(MODEL_SPECS)
+DIGITS_MODELS = sorted(n for n, s in MODEL_SPECS.items() if s.input_shape == (1, 8, 8))
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,7 @@ def test_unknown_model_name_is_usage_error() -> None:
         init_weights("nope", 0)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", DIGITS_MODELS)
 def test_models_accept_digits_shape(name: str) -> None:
     out = build_model(name)(torch.zeros(5, 1, 8, 8))
     assert tuple(out.shape) == (5, 10)
@@ -56,7 +61,7 @@ def test_model_sizes_are_small() -> None:
     )
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_get_set_weights_round_trip(name: str) -> None:
     w = init_weights(name, 3)
     model = build_model(name, seed=99)
@@ -109,10 +114,10 @@ def test_train_config_dict_and_validation() -> None:
             TrainConfig(**bad)
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"epochs": 1, "weight_decay": 0.1})
-    assert TRAINING_PROGRAM_VERSION == "1"
+    assert TRAINING_PROGRAM_VERSION == "2"
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", DIGITS_MODELS)
 def test_training_is_bit_for_bit_deterministic(name: str, small_train: Dataset) -> None:
     w0 = init_weights(name, 0)
     cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, momentum=0.9)
@@ -122,6 +127,29 @@ def test_training_is_bit_for_bit_deterministic(name: str, small_train: Dataset) 
     assert loss1 == loss2
     assert encode_weights(w1) != encode_weights(w0)
     w3, _ = train_local(name, w0, small_train, cfg, seed=43)
+    assert encode_weights(w3) != encode_weights(w1)
+
+
+def _random_data(name: str, n: int, seed: int) -> Dataset:
+    """``n`` random samples of the model's input shape with random labels."""
+    spec = MODEL_SPECS[name]
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, *spec.input_shape), dtype=np.float32)
+    return Dataset(x, rng.integers(0, spec.num_classes, n, dtype=np.int64))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_training_is_deterministic_for_every_model(name: str) -> None:
+    """Auditors re-execute a device's step, for the seed-004 CNN and the mnist1d model too."""
+    data = _random_data(name, 24, seed=7)
+    w0 = init_weights(name, 0)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=0.05, momentum=0.9)
+    w1, loss1 = train_local(name, w0, data, cfg, seed=42)
+    w2, loss2 = train_local(name, w0, data, cfg, seed=42)
+    assert encode_weights(w1) == encode_weights(w2)
+    assert loss1 == loss2
+    assert encode_weights(w1) != encode_weights(w0)
+    w3, _ = train_local(name, w0, data, cfg, seed=43)
     assert encode_weights(w3) != encode_weights(w1)
 
 
@@ -184,3 +212,103 @@ def test_fedavg_over_iid_halves_improves_a_lot(digits: tuple[Dataset, Dataset]) 
     final = evaluate(name, global_w, test)
     assert final > 0.8, final
     assert final > initial + 0.5
+
+
+# --- training program -----------------------------------------------------------------------
+
+# Seed 004 §VIII-A: each worker trains one epoch with batch size 64.
+SEED_004_PROGRAM = ("mudfl-cnn", 1, 64, 0.01, 0.9)
+GOLDEN_PROGRAM_HASH = "0215d8d5e9764ac7f77d4a61fe57dad017dec791b743dd302d9bf66b75853cba"
+
+
+def test_program_hash_golden_value() -> None:
+    """A change of encoding (key names, float format, CBOR) changes this value: bump the version."""
+    program = training_program(*SEED_004_PROGRAM)
+    assert program == {
+        "version": "2",
+        "model": {
+            "name": "mudfl-cnn",
+            "input_shape": [1, 28, 28],
+            "num_classes": 10,
+            "num_parameters": 431_080,
+            "architecture": MODEL_SPECS["mudfl-cnn"].architecture,
+        },
+        "optimizer": {"name": "sgd", "lr": "0.01", "momentum": "0.9", "weight_decay": "0.0"},
+        "local": {"epochs": 1, "batch_size": 64},
+        "loss": "cross-entropy",
+    }
+    assert program_hash(program).hex() == GOLDEN_PROGRAM_HASH
+
+
+def test_program_hash_is_stable() -> None:
+    a = program_hash(training_program(*SEED_004_PROGRAM))
+    assert program_hash(training_program(*SEED_004_PROGRAM)) == a
+    # The keyword defaults are plain SGD without weight decay; -0.0 is the number 0.0.
+    same = training_program("mudfl-cnn", 1, 64, 0.01, 0.9, optimizer="sgd", weight_decay=-0.0)
+    assert program_hash(same) == a
+    # An int learning rate is the same program as the equal float.
+    assert program_hash(training_program("mudfl-cnn", 1, 64, 1, 0.9)) == program_hash(
+        training_program("mudfl-cnn", 1, 64, 1.0, 0.9)
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (("digits-mlp", 1, 64, 0.01, 0.9), {}),
+        (("logreg-28", 1, 64, 0.01, 0.9), {}),
+        (("mudfl-cnn", 2, 64, 0.01, 0.9), {}),
+        (("mudfl-cnn", 1, 32, 0.01, 0.9), {}),
+        (("mudfl-cnn", 1, 64, 0.02, 0.9), {}),
+        (("mudfl-cnn", 1, 64, 0.010000000000000002, 0.9), {}),
+        (("mudfl-cnn", 1, 64, 0.01, 0.0), {}),
+        (SEED_004_PROGRAM, {"weight_decay": 1e-4}),
+    ],
+)
+def test_program_hash_changes_with_each_setting(
+    args: tuple[str, int, int, float, float], kwargs: dict[str, float]
+) -> None:
+    base = program_hash(training_program(*SEED_004_PROGRAM))
+    assert program_hash(training_program(*args, **kwargs)) != base  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("optimizer", "name", "adam"),
+        (None, "version", "3"),
+        (None, "loss", "mse"),
+        ("model", "architecture", "something else"),
+        ("model", "input_shape", [1, 32, 32]),
+    ],
+)
+def test_program_hash_covers_optimizer_version_loss_and_architecture(
+    section: str | None, key: str, value: object
+) -> None:
+    program = training_program(*SEED_004_PROGRAM)
+    base = program_hash(program)
+    target = program if section is None else program[section]
+    target[key] = value
+    assert program_hash(program) != base
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (("resnet-9000", 1, 64, 0.01, 0.9), {}, "mudfl-cnn"),
+        (SEED_004_PROGRAM, {"optimizer": "adam"}, "sgd"),
+        (("mudfl-cnn", 0, 64, 0.01, 0.9), {}, "epochs"),
+        (("mudfl-cnn", 1, 0, 0.01, 0.9), {}, "batch_size"),
+        (("mudfl-cnn", 1, True, 0.01, 0.9), {}, "batch_size"),
+        (("mudfl-cnn", 1, 64, 0.0, 0.9), {}, "lr"),
+        (("mudfl-cnn", 1, 64, float("nan"), 0.9), {}, "lr"),
+        (("mudfl-cnn", 1, 64, 0.01, 1.0), {}, "momentum"),
+        (("mudfl-cnn", 1, 64, "0.01", 0.9), {}, "lr"),
+        (SEED_004_PROGRAM, {"weight_decay": -1.0}, "weight_decay"),
+    ],
+)
+def test_bad_program_is_usage_error(
+    args: tuple[object, ...], kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(UsageError, match=match):
+        training_program(*args, **kwargs)  # type: ignore[arg-type]

@@ -579,8 +579,15 @@ def publish_args(
     }
 
 
+def task_args(program: bytes | None = None) -> dict[str, Any]:
+    """``fl.open_task`` arguments for the program that :func:`publish_args` uses."""
+    return {"program": program or h32("program"), "model": "digits-mlp", "dataset": "digits",
+            "test_set": h32("test set"), "test_samples": 360, "device_rounds": 1, "readers": [], "config": {}}
+
+
 def test_publish_model_with_good_authenticator(chain: ChainState, keys: Keys) -> None:
     """seed 004 §III-A: the owner signs H(model ‖ program ‖ round)."""
+    assert call(chain, keys, keys.cloud, "open_task", task_args()).success
     receipt = call(chain, keys, keys.cloud, "publish_model", publish_args(keys.cloud, 0))
     assert receipt.success, receipt.error
     assert stored(chain.state, b"c/fl/latest_round") == 0
@@ -595,6 +602,7 @@ def test_publish_model_with_bad_authenticator_fails(
     chain: ChainState, keys: Keys, signer: str, auth_round: int | None
 ) -> None:
     key = keys.devices[0] if signer == "device" else keys.cloud
+    assert call(chain, keys, keys.cloud, "open_task", task_args()).success
     receipt = call(
         chain, keys, keys.cloud, "publish_model", publish_args(keys.cloud, 0, key, auth_round)
     )

@@ -62,7 +62,7 @@ async def _lineage(dep: Deployment) -> Any:
         main = ChainView(NodeClient(dep.url("cloud"), session), load_genesis(dep.geneses["main"]))
         subs = {dep.chain_of(e): ChainView(NodeClient(dep.url(e), session), load_genesis(dep.geneses[dep.chain_of(e)]))
                 for e in dep.edges}
-        return await LineageVerifier(main, subs).verify()
+        return await LineageVerifier(main, subs, dep.auditor()).verify()
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +113,14 @@ def test_lineage_verifies_and_catches_a_tampered_update(cluster: Any) -> None:
     # Flip one byte of a device update blob held by edge-2: the audit must name it.
     blob_dir = Path(dep.configs["edge-2"].data_dir) / "blobs"
     update = _get(dep.url("edge-2") + "/v1/state/fl/aggregate/3")["value"]["updates"][0]
-    model = _get(dep.url("edge-2") + f"/v1/state/fl/update_tx/{update}")["value"]["model"]
-    path = blob_dir / model[:2] / model
+    blob = _get(dep.url("edge-2") + f"/v1/state/fl/update_tx/{update}")["value"]["blob"]
+    path = blob_dir / blob[:2] / blob
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     report = asyncio.run(_lineage(dep))
     assert not report.ok
-    assert model in report.reason
+    assert blob in report.reason
 
 
 def test_edge_refuses_a_model_without_a_valid_authenticator(cluster: Any) -> None:

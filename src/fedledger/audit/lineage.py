@@ -12,9 +12,11 @@ documents:
   chain at or above the aggregate's block (seed 000 §III inter-locking), before
   the global model that uses it, and matches the sub-chain's header there
   (hash and accumulator);
-- every blob hashes to its recorded address, and re-running FedAvg over the
-  recorded device updates gives the recorded edge aggregate, and over the edge
-  aggregates gives the recorded global model, bit for bit.
+- every blob hashes to its recorded address (and, when sealed, opens with the
+  auditor's reader key to the recorded model hash), and re-running FedAvg over
+  the recorded device updates gives the recorded edge aggregate of every
+  sub-round, each sub-round starting from the previous one's aggregate, and
+  over the edge aggregates gives the recorded global model, bit for bit.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedledger.audit.chainview import ChainView, VerifiedTx
+from fedledger.contracts.fl import stage
+from fedledger.crypto.keys import SigningKey
 from fedledger.errors import FedledgerError, VerificationFailed
 from fedledger.fl.aggregate import fedavg
 from fedledger.fl.weights import Weights, decode_weights, weights_hash
 from fedledger.ledger.interlock import Anchor, quorum_problem
+from fedledger.storage.artefacts import MODEL, open_artefact
 
 
 @dataclass
@@ -47,9 +52,10 @@ class LineageReport:
 
 
 class LineageVerifier:
-    def __init__(self, main: ChainView, subs: dict[str, ChainView]) -> None:
+    def __init__(self, main: ChainView, subs: dict[str, ChainView], key: SigningKey | None = None) -> None:
         self.main = main
         self.subs = subs
+        self.key = key  # a reader of sealed artefacts
         self.report = LineageReport()
 
     async def verify(self, final_round: int | None = None) -> LineageReport:
@@ -74,10 +80,16 @@ class LineageVerifier:
         rep.txs_checked = self.main.txs_checked + sum(v.txs_checked for v in self.subs.values())
         return rep
 
-    async def _blob(self, view: ChainView, address: bytes) -> Weights:
-        data = await view.client.get_blob(address.hex())  # hash-checked by the client
+    async def _blob(self, view: ChainView, args: dict[str, Any]) -> Weights:
+        """The model a record names: its stored blob (hash-checked by the client), opened and checked."""
+        address = args.get("blob", args["model"]).hex()
+        try:
+            stored = await view.client.get_blob(address)
+            weights = decode_weights(open_artefact(stored, args["model"], self.key, MODEL))
+        except FedledgerError as exc:
+            raise VerificationFailed(f"blob {address} on {view.chain_id}: {exc}") from None
         self.report.blobs_checked += 1
-        return decode_weights(data)
+        return weights
 
     async def _verify_round(self, r: int, rec: VerifiedTx, prev: VerifiedTx) -> None:
         model = rec.args["model"]
@@ -85,7 +97,7 @@ class LineageVerifier:
         aggregates: list[tuple[Weights, int]] = []
         for parent in rec.args["parents"]:
             aggregates.append(await self._verify_parent(r, parent, base, rec))
-        global_w = await self._blob(self.main, model)
+        global_w = await self._blob(self.main, rec.args)
         if weights_hash(fedavg(aggregates)) != model or weights_hash(global_w) != model:
             raise VerificationFailed(f"round {r}: FedAvg of the edge aggregates is not the recorded global model")
         self.report.rounds.append({"round": r, "model": model.hex(), "edges": len(aggregates),
@@ -102,24 +114,43 @@ class LineageVerifier:
         a = agg.args
         if view.identity_role(agg.tx.sender) != "edge":
             raise VerificationFailed(f"round {r}: aggregate on {chain} was not recorded by its edge")
-        if (a["round"], a["base"], a["model"], a["samples"]) != (r, base, parent["model"], parent["samples"]):
+        if (a["round"], a["model"], a["samples"]) != (r, parent["model"], parent["samples"]):
             raise VerificationFailed(f"round {r}: aggregate on {chain} does not match the main-chain record")
         await self._verify_anchor(r, chain, view, agg, parent["anchor"], rec)
+        sub_rounds = [agg]  # the final sub-round's aggregate, then back to sub-round 1
+        while sub_rounds[0].args.get("sub_round", 1) > 1:
+            j = sub_rounds[0].args["sub_round"] - 1
+            rec_j = await view.client.state("fl", f"aggregate/{stage(r, j)}")
+            if rec_j is None:
+                raise VerificationFailed(f"round {r}: {chain} has no sub-round {j} aggregate")
+            prev = await view.verified_tx(bytes.fromhex(rec_j["tx"]), contract="fl", method="record_aggregate")
+            if prev.tx.sender != agg.tx.sender or prev.args["model"] != sub_rounds[0].args["base"]:
+                raise VerificationFailed(f"round {r}: {chain}'s sub-round {j + 1} does not start from sub-round {j}")
+            sub_rounds.insert(0, prev)
+        if sub_rounds[0].args["base"] != base:
+            raise VerificationFailed(f"round {r}: {chain}'s first sub-round does not start from the global model")
+        aggregate: Weights = []
+        for step in sub_rounds:
+            aggregate = await self._verify_sub_round(r, chain, view, step)
+        return aggregate, a["samples"]
+
+    async def _verify_sub_round(self, r: int, chain: str, view: ChainView, agg: VerifiedTx) -> Weights:
+        a = agg.args
         updates: list[tuple[Weights, int]] = []
         for up_tx in a["updates"]:
             up = await view.verified_tx(up_tx, contract="fl", method="submit_update")
             u = up.args
             if view.identity_role(up.tx.sender) != "device":
                 raise VerificationFailed(f"round {r}: update {up_tx.hex()[:16]}… not sent by a device")
-            if (u["round"], u["base"]) != (r, base):
+            if (u["round"], u.get("sub_round", 1), u["base"]) != (r, a.get("sub_round", 1), a["base"]):
                 raise VerificationFailed(f"round {r}: update {up_tx.hex()[:16]}… is for another round or model")
-            updates.append((await self._blob(view, u["model"]), u["samples"]))
+            updates.append((await self._blob(view, u), u["samples"]))
             self.report.device_updates_checked += 1
         aggregate = fedavg(updates)
-        if weights_hash(aggregate) != a["model"] or weights_hash(await self._blob(view, a["model"])) != a["model"]:
+        if weights_hash(aggregate) != a["model"] or weights_hash(await self._blob(view, a)) != a["model"]:
             raise VerificationFailed(f"round {r}: FedAvg of {chain}'s device updates is not its recorded aggregate")
         self.report.edge_aggregates_checked += 1
-        return aggregate, a["samples"]
+        return aggregate
 
     async def _verify_anchor(
         self, r: int, chain: str, view: ChainView, agg: VerifiedTx, anchor_tx: bytes, rec: VerifiedTx

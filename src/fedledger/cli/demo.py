@@ -109,7 +109,7 @@ async def _run(dep: Any, rounds: int, console: Console) -> dict[str, Any]:
         subs = {dep.chain_of(e): ChainView(NodeClient(dep.url(e), session), load_genesis(dep.geneses[dep.chain_of(e)]))
                 for e in dep.edges}
         with console.status("verifying the final model's lineage from the chains…"):
-            lineage = await LineageVerifier(main, subs).verify()
+            lineage = await LineageVerifier(main, subs, dep.auditor()).verify()
         heights, tx_counts = {}, {}
         for view in [main, *subs.values()]:
             headers = await view.sync_headers()

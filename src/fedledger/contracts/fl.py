@@ -1,12 +1,27 @@
 """The federated-learning task contract: the round-by-round record of a job.
 
-Main chain (cloud): ``publish_model`` records each global model with its
+Main chain (cloud): ``open_task`` fixes the training program, the dataset and
+the hash of the cloud's held-out test set, so published scores can be checked
+(seed 004 §VII); ``publish_model`` records each global model with its
 authenticator H(model ‖ program ‖ round) signed by the task owner (seed 004
 §III-A), and the edge aggregates it was built from, each with the Type-II
 anchor (``interlock.anchor_subchain``) that covers it (seed 000 §III).
-Sub-chains (edge): ``submit_update`` records a device's local model;
-``record_aggregate`` records the edge aggregate and which updates it used.
-Only hashes live on chain; the models themselves are blobs (seed 004 §IV-C).
+
+Sub-chains (edge):
+- ``record_data`` is seed 000 §V-A's pointer transaction (d^E, σ, ptr): a
+  batch of readings, signed by its device (or, delegated, by the edge peer),
+  stays off-chain at ``ptr``;
+- ``record_step`` is seed 000 §V-B's tx = H(M_(i+1) ‖ M_O ‖ d_(i+1) ‖ i+1) for
+  one step of local training, chained to the previous step and to a recorded
+  data batch of the same device;
+- ``submit_update`` records a device's local model (its last step);
+- ``record_aggregate`` records the edge aggregate and which updates it used.
+
+An edge may aggregate its devices k times per cloud round (``sub_round`` 1..k):
+sub-round 1 starts from the global model, sub-round j > 1 from the edge's
+sub-round j-1 aggregate. Only hashes live on chain; the models and readings
+themselves are blobs (seed 004 §IV-C), possibly sealed (``blob`` is then the
+stored object's address and ``model`` the plaintext hash).
 """
 
 from __future__ import annotations
@@ -14,14 +29,31 @@ from __future__ import annotations
 from typing import Any
 
 from fedledger.contracts.base import Context, Contract, arg, register
-from fedledger.contracts.identity import require_role
+from fedledger.contracts.identity import lookup_identity, require_role
 from fedledger.crypto.hashing import tagged_hash
-from fedledger.crypto.keys import Domain, is_valid
+from fedledger.crypto.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain, is_valid
 
 fl = register(Contract("fl"))
 HASH = 32
 MAX_PARENTS = 256
 MAX_UPDATES = 4096
+MAX_READERS = 64
+MAX_SUB_ROUNDS = 100
+
+
+def stage(round_: int, sub_round: int) -> str:
+    """State-key label of a device round: ``"r"`` for sub-round 1, ``"r.j"`` after it."""
+    return str(round_) if sub_round == 1 else f"{round_}.{sub_round}"
+
+
+def data_message(chain_id: str, device: bytes, data: bytes, ptr: bytes, samples: int) -> bytes:
+    """What σ signs for a batch of readings (seed 000 §V-A): device, H(d), pointer, size, chain."""
+    return tagged_hash("fedledger/data", chain_id.encode() + b"\x00" + device + data + ptr + samples.to_bytes(8, "big"))
+
+
+def step_digest(model: bytes, global_model: bytes, data: bytes, index: int) -> bytes:
+    """Seed 000 §V-B: tx_(M_(i+1)) = H(M_(i+1) ‖ M_O ‖ d_(i+1) ‖ i+1), with ``index`` = i+1."""
+    return tagged_hash("fedledger/step", model + global_model + data + index.to_bytes(8, "big"))
 
 
 def authenticator_message(model_hash: bytes, program_hash: bytes, round_: int) -> bytes:
@@ -30,14 +62,42 @@ def authenticator_message(model_hash: bytes, program_hash: bytes, round_: int) -
 
 
 @fl.method
+def open_task(ctx: Context, args: Any) -> None:
+    """The cloud opens the job: program, model, dataset, test-set hash, k, and who may read sealed blobs."""
+    require_role(ctx, "cloud")
+    ctx.require(ctx.get("task") is None, "a task is already open on this chain")
+    task = {
+        "program": arg(args, "program", bytes, size=HASH),
+        "model": arg(args, "model", str),
+        "dataset": arg(args, "dataset", str),
+        "test_set": arg(args, "test_set", bytes, size=HASH),
+        "test_samples": arg(args, "test_samples", int),
+        "device_rounds": arg(args, "device_rounds", int),
+        "readers": arg(args, "readers", list),
+        "config": arg(args, "config", dict),
+    }
+    ctx.require(task["test_samples"] > 0, "the test set must not be empty")
+    ctx.require(1 <= task["device_rounds"] <= MAX_SUB_ROUNDS, f"device_rounds must be 1..{MAX_SUB_ROUNDS}")
+    ctx.require(len(task["readers"]) <= MAX_READERS, "too many readers")
+    ctx.require(all(isinstance(r, bytes) and len(r) == PUBLIC_KEY_SIZE for r in task["readers"]),
+                "readers are 32-byte public keys")
+    ctx.put("task", {**task, "owner": ctx.sender, "height": ctx.height, "tx": ctx.tx_hash})
+
+
+@fl.method
 def publish_model(ctx: Context, args: Any) -> None:
     require_role(ctx, "cloud")
+    task = ctx.get("task")
+    ctx.require(task is not None, "no task is open on this chain (fl.open_task)")
+    ctx.require(ctx.sender == task["owner"], "only the task owner publishes global models")
     round_ = arg(args, "round", int)
     model = arg(args, "model", bytes, size=HASH)
     program = arg(args, "program", bytes, size=HASH)
     auth = arg(args, "authenticator", bytes, size=64)
     parents = arg(args, "parents", list)
     metrics = arg(args, "metrics", dict)
+    blob = arg(args, "blob", bytes, size=HASH) if "blob" in args else model
+    ctx.require(program == task["program"], "the model was not trained with the task's program")
     last = ctx.get("latest_round")
     ctx.require(round_ == (0 if last is None else last + 1), f"round must be {0 if last is None else last + 1}")
     ctx.require(
@@ -59,6 +119,7 @@ def publish_model(ctx: Context, args: Any) -> None:
     record = {
         "round": round_,
         "model": model,
+        "blob": blob,
         "program": program,
         "authenticator": auth,
         "owner": ctx.sender,
@@ -72,35 +133,115 @@ def publish_model(ctx: Context, args: Any) -> None:
     ctx.put("latest_round", round_)
 
 
+def _sub_round(ctx: Context, args: Any) -> int:
+    sub = arg(args, "sub_round", int) if "sub_round" in args else 1
+    ctx.require(1 <= sub <= MAX_SUB_ROUNDS, f"sub_round must be 1..{MAX_SUB_ROUNDS}")
+    return sub
+
+
 @fl.method
-def submit_update(ctx: Context, args: Any) -> None:
-    """A device's local model for a round, trained from ``base`` on data ``data``."""
+def record_data(ctx: Context, args: Any) -> None:
+    """Seed 000 §V-A: (d^E, σ, ptr) for a batch of readings kept off-chain, signed by its device or its edge."""
+    device = arg(args, "device", bytes, size=PUBLIC_KEY_SIZE)
+    data = arg(args, "data", bytes, size=HASH)
+    ptr = arg(args, "ptr", bytes, size=HASH)
+    samples = arg(args, "samples", int)
+    sig = arg(args, "sig", bytes, size=SIGNATURE_SIZE)
+    ctx.require(samples > 0, "a data batch needs at least one reading")
+    owner = lookup_identity(ctx, device)
+    ctx.require(owner is not None and owner.role == "device", "the data's device is not a registered device")
+    signer = ctx.sender
+    if signer != device:  # delegated signing: the edge peer signs for a weak device
+        require_role(ctx, "edge")
+    ctx.require(is_valid(signer, Domain.DATA, data_message(ctx.chain_id, device, data, ptr, samples), sig),
+                "σ does not verify for this device, data, pointer and size")
+    key = f"data/{device.hex()}/{data.hex()}"
+    ctx.require(ctx.get(key) is None, "this data batch is already recorded")
+    ctx.put(key, {"device": device, "signer": signer, "data": data, "ptr": ptr, "samples": samples,
+                  "sig": sig, "height": ctx.height, "tx": ctx.tx_hash})
+
+
+@fl.method
+def record_step(ctx: Context, args: Any) -> None:
+    """Seed 000 §V-B: one intermediate model M_(i+1) = T(M_i, M_O, d_(i+1)) of a device's local training."""
     require_role(ctx, "device")
     round_ = arg(args, "round", int)
+    sub = _sub_round(ctx, args)
+    index = arg(args, "index", int)
+    prev = arg(args, "prev", bytes, size=HASH)
+    model = arg(args, "model", bytes, size=HASH)
+    global_model = arg(args, "global", bytes, size=HASH)
+    data = arg(args, "data", bytes, size=HASH)
+    blob = arg(args, "blob", bytes, size=HASH)
+    digest = arg(args, "digest", bytes, size=HASH)
+    ctx.require(digest == step_digest(model, global_model, data, index),
+                "digest is not H(M_(i+1) ‖ M_O ‖ d_(i+1) ‖ i+1)")
+    ctx.require(ctx.get(f"data/{ctx.sender.hex()}/{data.hex()}") is not None,
+                "d_(i+1) is not a recorded data batch of this device")
+    where = f"{stage(round_, sub)}/{ctx.address.hex()}"
+    last = ctx.get(f"step_last/{where}")
+    ctx.require(index == (1 if last is None else last["index"] + 1),
+                f"step index must be {1 if last is None else last['index'] + 1}")
+    ctx.require(prev == (global_model if last is None else last["model"]),
+                "M_i is not the previous step's model (or M_O for the first step)")
+    ctx.require(last is None or last["global"] == global_model, "M_O changed within a device round")
+    ctx.require(ctx.get(f"update/{where}") is None, "the device already submitted its update for this round")
+    record = {"round": round_, "sub_round": sub, "index": index, "prev": prev, "model": model,
+              "global": global_model, "data": data, "blob": blob, "digest": digest, "device": ctx.sender,
+              "tx": ctx.tx_hash}
+    ctx.put(f"step/{where}/{index}", record)
+    ctx.put(f"step_last/{where}", record)
+
+
+@fl.method
+def submit_update(ctx: Context, args: Any) -> None:
+    """A device's local model for a round, trained from ``base`` on data ``data``.
+
+    With ``steps`` (> 0) the model must be the last of exactly that many recorded steps from ``base``.
+    """
+    require_role(ctx, "device")
+    round_ = arg(args, "round", int)
+    sub = _sub_round(ctx, args)
     base = arg(args, "base", bytes, size=HASH)
     model = arg(args, "model", bytes, size=HASH)
     samples = arg(args, "samples", int)
     data = arg(args, "data", bytes, size=HASH)
+    blob = arg(args, "blob", bytes, size=HASH) if "blob" in args else model
+    steps = arg(args, "steps", int) if "steps" in args else 0
     ctx.require(samples > 0, "samples must be positive")
-    key = f"update/{round_}/{ctx.address.hex()}"
+    where = f"{stage(round_, sub)}/{ctx.address.hex()}"
+    key = f"update/{where}"
     ctx.require(ctx.get(key) is None, "this device already submitted an update for the round")
-    record = {"round": round_, "base": base, "model": model, "samples": samples, "data": data,
-              "device": ctx.sender, "tx": ctx.tx_hash}
+    if steps:
+        last = ctx.get(f"step_last/{where}")
+        ctx.require(last is not None and last["index"] == steps, f"the device recorded no {steps} training steps")
+        ctx.require(last["model"] == model and last["global"] == base, "the update is not the last recorded step")
+    record = {"round": round_, "sub_round": sub, "base": base, "model": model, "blob": blob, "samples": samples,
+              "data": data, "steps": steps, "device": ctx.sender, "tx": ctx.tx_hash}
     ctx.put(key, record)
     ctx.put(f"update_tx/{ctx.tx_hash.hex()}", record)
 
 
 @fl.method
 def record_aggregate(ctx: Context, args: Any) -> None:
-    """The edge aggregate of a round; every listed update must be on this chain, same round and base."""
+    """The edge aggregate of a device round; every listed update must be on this chain, same round and base.
+
+    Sub-round j > 1 must start from this edge's sub-round j-1 aggregate.
+    """
     require_role(ctx, "edge")
     round_ = arg(args, "round", int)
+    sub = _sub_round(ctx, args)
     base = arg(args, "base", bytes, size=HASH)
     model = arg(args, "model", bytes, size=HASH)
+    blob = arg(args, "blob", bytes, size=HASH) if "blob" in args else model
     samples = arg(args, "samples", int)
     updates = arg(args, "updates", list)
     ctx.require(0 < len(updates) <= MAX_UPDATES, "an aggregate needs 1..4096 updates")
-    ctx.require(ctx.get(f"aggregate/{round_}") is None, "aggregate for this round already recorded")
+    ctx.require(ctx.get(f"aggregate/{stage(round_, sub)}") is None, "aggregate for this round already recorded")
+    if sub > 1:
+        prev = ctx.get(f"aggregate/{stage(round_, sub - 1)}")
+        ctx.require(prev is not None and prev["model"] == base,
+                    f"sub-round {sub} must start from the sub-round {sub - 1} aggregate")
     total = 0
     seen: set[bytes] = set()
     for tx in updates:
@@ -109,8 +250,10 @@ def record_aggregate(ctx: Context, args: Any) -> None:
         seen.add(tx)
         up = ctx.get(f"update_tx/{tx.hex()}")
         ctx.require(up is not None, f"update {tx.hex()} is not on this chain")
-        ctx.require(up["round"] == round_ and up["base"] == base, f"update {tx.hex()} is for another round or base")
+        ctx.require((up["round"], up.get("sub_round", 1), up["base"]) == (round_, sub, base),
+                    f"update {tx.hex()} is for another round or base")
         total += up["samples"]
     ctx.require(total == samples, f"samples {samples} do not match the updates' total {total}")
-    ctx.put(f"aggregate/{round_}", {"round": round_, "base": base, "model": model, "samples": samples,
-                                    "updates": updates, "edge": ctx.sender, "tx": ctx.tx_hash})
+    ctx.put(f"aggregate/{stage(round_, sub)}", {"round": round_, "sub_round": sub, "base": base, "model": model,
+                                                "blob": blob, "samples": samples, "updates": updates,
+                                                "edge": ctx.sender, "tx": ctx.tx_hash})

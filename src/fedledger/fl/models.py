@@ -2,11 +2,15 @@
 
 Models are built inside a forked RNG so that construction never touches torch's
 global random state, and initial weights are a pure function of ``(name, seed)``.
+Every model returns logits of shape ``(n, num_classes)``; its torch-free
+description (input shape, parameter count, architecture) is in
+:data:`fedledger.fl.specs.MODEL_SPECS`, which has the same names as :data:`MODELS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -14,6 +18,19 @@ from torch import nn
 
 from fedledger.errors import UsageError
 from fedledger.fl.weights import Weights, as_float32
+
+__all__ = [
+    "MODELS",
+    "DigitsCNN",
+    "DigitsMLP",
+    "LogisticRegression",
+    "Mnist1dCNN",
+    "MudflCNN",
+    "build_model",
+    "get_weights",
+    "init_weights",
+    "set_weights",
+]
 
 
 class DigitsMLP(nn.Module):
@@ -42,10 +59,73 @@ class DigitsCNN(nn.Module):
         return self.fc2(torch.relu(self.fc1(torch.flatten(h, 1))))
 
 
+class MudflCNN(nn.Module):
+    """The CNN of seed 004 §VIII-A for 28x28 digits: 431,080 parameters.
+
+    (n, 1, 28, 28) -> conv 1->20 5x5, ReLU, maxpool 2 -> conv 20->50 5x5, ReLU, maxpool 2
+    -> flatten 800 -> 500 ReLU -> 10 logits. The seed's final softmax layer is not part
+    of ``forward``: training applies it inside the cross-entropy loss and prediction
+    takes the argmax of the logits, which softmax would not change.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, kernel_size=5)
+        self.conv2 = nn.Conv2d(20, 50, kernel_size=5)
+        self.fc1 = nn.Linear(50 * 4 * 4, 500)
+        self.fc2 = nn.Linear(500, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        h = torch.max_pool2d(torch.relu(self.conv2(h)), 2)
+        return self.fc2(torch.relu(self.fc1(torch.flatten(h, 1))))
+
+
+class Mnist1dCNN(nn.Module):
+    """(n, 1, 40) mnist1d signals -> three stride-2 1-D convs of 25 channels, ReLU -> 10 logits.
+
+    Lengths 40 -> 19 -> 10 -> 5, then 125 -> 10: 5,210 parameters, small enough that a
+    device trains an epoch of a hundred signals in milliseconds.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, 25, kernel_size=5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(25, 25, kernel_size=3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(25, 25, kernel_size=3, stride=2, padding=1)
+        self.fc = nn.Linear(25 * 5, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(x))
+        h = torch.relu(self.conv2(h))
+        h = torch.relu(self.conv3(h))
+        return self.fc(torch.flatten(h, 1))
+
+
+class LogisticRegression(nn.Module):
+    """Multinomial logistic regression (seed 001): flatten -> one linear layer -> logits.
+
+    The softmax is applied by the cross-entropy loss, as for the other models.
+    """
+
+    def __init__(self, in_features: int, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(x, 1))
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "digits-mlp": DigitsMLP,
     "digits-cnn": DigitsCNN,
+    "mudfl-cnn": MudflCNN,
+    "mnist1d-cnn": Mnist1dCNN,
+    "logreg-digits": partial(LogisticRegression, 8 * 8),
+    "logreg-mnist1d": partial(LogisticRegression, 40),
+    "logreg-28": partial(LogisticRegression, 28 * 28),
 }
+"""Factories by name; the same names as :data:`fedledger.fl.specs.MODEL_SPECS`."""
 
 
 def build_model(name: str, seed: int = 0) -> nn.Module:

@@ -50,6 +50,7 @@ class Deployment:
     configs: dict[str, NodeConfig] = field(default_factory=dict)
     config_paths: dict[str, Path] = field(default_factory=dict)
     geneses: dict[str, Path] = field(default_factory=dict)
+    auditor_key: Path | None = None  # a reader of every sealed artefact (``audit`` and ``verify`` commands)
 
     def url(self, name: str) -> str:
         return self.configs[name].url
@@ -64,6 +65,12 @@ class Deployment:
 
     def chain_of(self, edge: str) -> str:
         return str(self.configs[edge].fl["chain_id"])
+
+    def auditor(self) -> SigningKey | None:
+        """The deployment's auditor key: a reader of every sealed artefact."""
+        if self.auditor_key is None:
+            return None
+        return SigningKey.from_seed(bytes.fromhex(self.auditor_key.read_text().strip()))
 
 
 def make_deployment(
@@ -129,12 +136,14 @@ def make_deployment(
     cloud_url = f"http://127.0.0.1:{ports[0]}"
     edge_urls = [f"http://127.0.0.1:{ports[1 + i]}" for i in range(edges)]
     pool_urls = [f"http://127.0.0.1:{ports[1 + edges + i]}" for i in range(edges)]
+    auditor = SigningKey.generate()
+    dep.auditor_key = _write(workdir / "auditor.key", auditor.seed().hex().encode())
     common = {"main_chain_id": MAIN_CHAIN, **fl}
     main_ports = [next(p2p_ports) for _ in main_keys]
     main_mesh = {k.public_key.hex(): f"127.0.0.1:{p}" for k, p in zip(main_keys, main_ports, strict=True)}
     dep.configs["cloud"] = NodeConfig(
         role="cloud", name="cloud", port=ports[0], data_dir=workdir / "cloud", key_seed=cloud_key.seed(),
-        genesis=dep.geneses[MAIN_CHAIN], peers={"edges": edge_urls}, fl=common,
+        genesis=dep.geneses[MAIN_CHAIN], peers={"edges": edge_urls}, fl={**common, "readers": [auditor.public_key.hex()]},
         block_interval_ms=block_interval_ms, p2p_port=main_ports[0], chain_peers=main_mesh,
     )
     for j in range(1, main_validators):
@@ -169,7 +178,8 @@ def make_deployment(
             role="devices", name=pool, port=ports[1 + edges + i], data_dir=workdir / pool,
             key_seed=SigningKey.generate().seed(), main_genesis=dep.geneses[MAIN_CHAIN],
             peers={"cloud": cloud_url, "edge": edge_urls[i]},
-            fl={**common, "chain_id": chain, "devices": devices, "partitions": edges * devices_per_edge},
+            fl={**common, "chain_id": chain, "devices": devices, "partitions": edges * devices_per_edge,
+                "edge_key": edge_keys[i].public_key.hex()},
         )
     for name, cfg in dep.configs.items():
         path = workdir / f"{name}.json"

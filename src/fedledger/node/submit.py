@@ -30,16 +30,19 @@ class LocalChain:
         self.node = node
         self.chain_id = node.chain_id
 
+    async def submit(self, key: SigningKey, contract: str, method: str, args: Any) -> bytes:
+        """Admit the call to the mempool without waiting for it to commit."""
+        tx = make_tx(key, self.chain_id, self.node.next_nonce(key.address), contract, method, args, _now_ms())
+        return self.node.submit(tx)
+
     async def call(self, key: SigningKey, contract: str, method: str, args: Any, timeout_s: float = 30) -> bytes:
-        nonce = self.node.next_nonce(key.address)
-        tx = make_tx(key, self.chain_id, nonce, contract, method, args, _now_ms())
-        self.node.submit(tx)
-        if await self.node.wait_for_tx(tx.tx_hash, timeout_s) is None:
+        tx_hash = await self.submit(key, contract, method, args)
+        if await self.node.wait_for_tx(tx_hash, timeout_s) is None:
             raise NodeUnavailable(f"{contract}.{method} was not committed within {timeout_s}s")
-        receipt = self.node.store.receipt(tx.tx_hash)
+        receipt = self.node.store.receipt(tx_hash)
         if not receipt.success:
             raise ContractError(f"{contract}.{method} failed: {receipt.error}")
-        return tx.tx_hash
+        return tx_hash
 
 
 class RemoteChain:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -51,7 +52,13 @@ class RoleContext:
 
 @dataclass(frozen=True)
 class FLSettings:
-    """The training program every party of a job agrees on (hashed into the authenticator)."""
+    """The job every party agrees on: the training program (hashed into the authenticator) and how data flows.
+
+    ``readings`` is the size of one signed data batch (one training step per batch and epoch);
+    ``seal`` encrypts every artefact at rest for its readers; ``verify_steps`` is how many
+    recorded training steps of each update the edge re-runs before accepting it;
+    ``delegate_signing`` lets the edge sign data batches for its (weak) devices.
+    """
 
     model: str = "digits-mlp"
     epochs: int = 2
@@ -59,6 +66,15 @@ class FLSettings:
     lr: float = 0.05
     momentum: float = 0.9
     seed: int = 0
+    dataset: str = "digits"
+    data_dir: str | None = None
+    partition: str = "iid"
+    alpha: float = 0.5
+    readings: int = 32
+    device_rounds: int = 1
+    seal: bool = True
+    verify_steps: int = 1
+    delegate_signing: bool = False
 
     @classmethod
     def from_config(cls, fl: dict[str, Any]) -> FLSettings:
@@ -67,6 +83,11 @@ class FLSettings:
             return cls(**known)
         except TypeError as exc:
             raise ConfigError(f"bad fl settings: {exc}") from None
+
+    @property
+    def data_path(self) -> Path | None:
+        """Where local dataset files live (``mnist``); not the node's own data directory."""
+        return Path(self.data_dir) if self.data_dir else None
 
     def program(self) -> dict[str, Any]:
         return training_program(self.model, self.epochs, self.batch_size, self.lr, self.momentum)

@@ -1,9 +1,12 @@
 """Cloud node: main-chain validator, FL server and task owner.
 
-For each round it publishes the global model blob and its authenticator on the
-main chain, asks every edge to run the round, checks and averages the edge
-aggregates by sample count, evaluates the result on its held-out test set, and
-publishes the next global model naming the edge aggregates it came from.
+It opens the task on the main chain (program, dataset, the hash of its
+held-out test set, k, readers). For each round it publishes the global model
+blob (sealed for the edges, itself and the task's readers) and its
+authenticator on the main chain, asks every edge to run the round, checks and
+averages the edge aggregates by sample count, evaluates the result on its
+held-out test set, and publishes the next global model naming the edge
+aggregates it came from.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from fedledger.audit.crosschain import Trusted, fetch_proof, verify_cross_chain
+from fedledger.contracts.base import read_state
 from fedledger.contracts.fl import authenticator_message
 from fedledger.crypto.keys import Domain
 from fedledger.errors import ConfigError, FedledgerError, NotFound, UsageError, VerificationFailed
@@ -26,6 +30,7 @@ from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext
 from fedledger.node.roles.relay import AnchorRelay
 from fedledger.node.submit import LocalChain, RemoteChain
+from fedledger.storage.artefacts import MODEL, open_artefact, store_artefact
 
 log = logging.getLogger("fedledger.cloud")
 
@@ -42,6 +47,7 @@ class CloudRole:
         self.job: dict[str, Any] = {"state": "idle"}
         self._task: asyncio.Task[None] | None = None
         self.relays: dict[str, AnchorRelay] = {}
+        self.readers: list[bytes] = []
         ctx.tasks.append(asyncio.create_task(self._relay_to_edges()))
         r = ctx.api.app.router
         r.add_post("/v1/fl/job", self.handle_start)
@@ -109,14 +115,21 @@ class CloudRole:
             log.exception("job crashed")
 
     async def run_job(self, rounds: int) -> None:
-        from fedledger.fl.data import load_digits_split
+        from fedledger.fl.datasets import load_dataset
         from fedledger.fl.models import init_weights
 
-        _train, test = load_digits_split(seed=self.settings.seed)
-        start = self.ctx.chain.chain.state.get(b"c/fl/latest_round")  # type: ignore[union-attr]
-        if start is not None:
+        s = self.settings
+        _train, test, info = await asyncio.to_thread(load_dataset, s.dataset, data_dir=s.data_path, seed=s.seed)
+        if read_state(self.ctx.chain.chain.state, "fl", "task") is not None:  # type: ignore[union-attr]
             raise UsageError("this main chain already holds a job; start from a fresh data directory")
-        weights = init_weights(self.settings.model, self.settings.seed)
+        self.readers = [bytes.fromhex(r) for r in self.ctx.cfg.fl.get("readers", [])]
+        await self.main.call(self.key, "fl", "open_task", {
+            "program": s.program_hash(), "model": s.model, "dataset": s.dataset, "test_set": info.test_hash,
+            "test_samples": info.test_size, "device_rounds": s.device_rounds, "readers": self.readers,
+            "config": {"partition": s.partition, "alpha": repr(s.alpha), "readings": s.readings,
+                       "seal": s.seal, "verify_steps": s.verify_steps, "program": s.program()},
+        })
+        weights = init_weights(s.model, s.seed)
         acc = await self._evaluate(weights, test)
         model = await self._publish(0, weights, [], acc)
         self.job["accuracy_per_round"].append(acc)
@@ -129,11 +142,12 @@ class CloudRole:
             self.job["accuracy_per_round"].append(acc)
             self.job["round_seconds"].append(round(time.perf_counter() - t0, 3))
             self.job["round"] = round_
-            self.job["final_model"] = model.hex()
+            self.job["final_model"] = model[0].hex()
             log_event(log, logging.INFO, "round done", round=round_, accuracy=acc)
 
-    async def _edge_round(self, round_: int, base: bytes) -> tuple[list[dict[str, Any]], list[tuple[Weights, int]]]:
-        req = {"round": round_, "base": base.hex()}
+    async def _edge_round(self, round_: int, base: tuple[bytes, bytes]
+                          ) -> tuple[list[dict[str, Any]], list[tuple[Weights, int]]]:
+        req = {"round": round_, "base": base[0].hex(), "blob": base[1].hex()}
         replies = await asyncio.gather(*(e.post_json("/v1/fl/round", req) for e in self.edges),
                                        return_exceptions=True)
         parents, aggregates = [], []
@@ -142,9 +156,10 @@ class CloudRole:
                 self.job["failures"].append({"round": round_, "edge": edge.base_url, "error": str(reply)})
                 continue
             self.job["failures"].extend({"round": round_, **f} for f in reply.get("failures", []))
-            blob = await edge.get_blob(reply["model"])
-            self.ctx.blobs.put_verified(reply["model"], blob)
-            aggregates.append((decode_weights(blob), int(reply["samples"])))
+            stored = await edge.get_blob(reply["blob"])
+            self.ctx.blobs.put_verified(reply["blob"], stored)
+            plain = open_artefact(stored, bytes.fromhex(reply["model"]), self.key, MODEL)
+            aggregates.append((decode_weights(plain), int(reply["samples"])))
             parents.append({"chain": reply["chain"], "tx": bytes.fromhex(reply["tx"]),
                             "model": bytes.fromhex(reply["model"]), "samples": int(reply["samples"]),
                             "anchor": bytes.fromhex(reply["anchor_tx"])})
@@ -152,16 +167,23 @@ class CloudRole:
             raise VerificationFailed(f"round {round_}: no edge returned an aggregate")
         return parents, aggregates
 
-    async def _publish(self, round_: int, weights: Weights, parents: list[dict[str, Any]], acc: float) -> bytes:
-        blob = encode_weights(weights)
-        model = bytes.fromhex(self.ctx.blobs.put(blob))
+    async def _publish(self, round_: int, weights: Weights, parents: list[dict[str, Any]], acc: float
+                       ) -> tuple[bytes, bytes]:
+        """Store and publish a global model; ``(model hash, blob address)``."""
+        readers = [self.key.public_key, *self.edge_keys(), *self.readers] if self.settings.seal else None
+        model, blob = store_artefact(self.ctx.blobs, encode_weights(weights), readers, MODEL)
         program = self.settings.program_hash()
         auth = self.key.sign(Domain.AUTHENTICATOR, authenticator_message(model, program, round_))
         await self.main.call(self.key, "fl", "publish_model", {
-            "round": round_, "model": model, "program": program, "authenticator": auth,
+            "round": round_, "model": model, "blob": blob, "program": program, "authenticator": auth,
             "parents": parents, "metrics": {"accuracy_bp": round(acc * 10_000)},
         })
-        return model
+        return model, blob
+
+    def edge_keys(self) -> list[bytes]:
+        node = self.ctx.chain
+        assert node is not None
+        return [i.public_key for i in node.chain.genesis.identities if i.role == "edge"]
 
     async def _evaluate(self, weights: Weights, test: Any) -> float:
         from fedledger.fl.train import evaluate

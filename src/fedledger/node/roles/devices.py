@@ -1,27 +1,37 @@
 """Device pool: many IoT devices in one process, each with its own key and data.
 
-Each device keeps its data partition to itself. For a round it checks the
-global model's authenticator against the main chain (seed 004 §III-A), trains
-locally with a deterministic seed, uploads its model blob to its edge and
-records ``fl.submit_update`` on the edge's sub-chain, signed with its own key.
+Each device keeps its readings to itself. Before its first round it collects
+them as signed batches (seed 000 §V-A): every batch is sealed for the device,
+its edge and the task's readers, stored in the edge data centre's blob store,
+and recorded on the sub-chain as a pointer transaction (d^E, σ, ptr), signed
+by the device or, with ``delegate_signing``, by its edge. Training uses only
+batches whose pointer transaction committed.
+
+For a round it checks the starting model against the chain (the global
+model's authenticator on the main chain, seed 004 §III-A, or its edge's
+previous sub-round aggregate on the sub-chain), trains in recorded steps
+(seed 000 §V-B: one ``fl.record_step`` per step, each intermediate model
+stored), uploads its sealed update to its edge and records ``fl.submit_update``
+naming the last step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from fedledger.crypto.hashing import tagged_hash
-from fedledger.crypto.keys import SigningKey
-from fedledger.errors import ConfigError, FedledgerError, UsageError
+from fedledger.contracts.fl import data_message, stage
+from fedledger.crypto.keys import Domain, SigningKey
+from fedledger.errors import ConfigError, FedledgerError, UsageError, VerificationFailed
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext
 from fedledger.node.submit import RemoteChain
+from fedledger.storage.artefacts import DATA, MODEL, open_artefact, seal_artefact
 
 log = logging.getLogger("fedledger.devices")
 
@@ -31,11 +41,13 @@ class Device:
     name: str
     key: SigningKey
     partition: int
+    batches: list[Any] = field(default_factory=list)  # fl.steps.Batch, once collected
 
 
 class DevicePoolRole:
     def __init__(self, ctx: RoleContext) -> None:
-        from fedledger.fl.data import dataset_hash, load_digits_split, partition_iid, subset
+        from fedledger.fl.data import partition
+        from fedledger.fl.datasets import load_dataset
 
         self.ctx = ctx
         fl = ctx.cfg.fl
@@ -46,15 +58,17 @@ class DevicePoolRole:
                 for d in fl["devices"]
             ]
             self.chain_id = str(fl["chain_id"])
+            self.edge_key = bytes.fromhex(fl["edge_key"]) if "edge_key" in fl else None
             partitions = int(fl["partitions"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{ctx.cfg.name}: bad devices settings: {exc}") from None
-        train, _test = load_digits_split(seed=self.settings.seed)
-        parts = partition_iid(len(train), partitions, seed=self.settings.seed)
-        self.data = {d.name: subset(train, parts[d.partition]) for d in self.devices}
-        self.data_hash = {name: dataset_hash(ds) for name, ds in self.data.items()}
+        s = self.settings
+        train, _test, _info = load_dataset(s.dataset, data_dir=s.data_path, seed=s.seed)
+        parts = partition(train.y, partitions, s.partition, seed=s.seed, alpha=s.alpha)
+        self._train, self._parts = train, parts
         self.edge = ctx.client(ctx.peer("edge"))
         self.sub = RemoteChain(self.edge, self.chain_id)
+        self._collected = asyncio.Lock()
         ctx.api.app.router.add_post("/v1/fl/train", self.handle_train)
         ctx.api.status_extra = lambda: {"devices": len(self.devices)}
 
@@ -63,37 +77,111 @@ class DevicePoolRole:
         try:
             round_ = int(body["round"])
             base = bytes.fromhex(body["base"])
+            sub_round = int(body.get("sub_round", 1))
+            blob = bytes.fromhex(body.get("blob") or body["base"])
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"bad train request: {exc}") from None
-        return web.json_response(await self.train_round(round_, base))
+        return web.json_response(await self.train_round(round_, base, blob, sub_round))
 
-    async def train_round(self, round_: int, base: bytes) -> dict[str, Any]:
+    async def _task(self) -> dict[str, Any]:
+        task = await self.ctx.main_view().client.state("fl", "task")
+        if task is None:
+            raise VerificationFailed("no FL task is open on the main chain")
+        if task["program"] != self.settings.program_hash().hex():
+            raise VerificationFailed("the main chain's task runs another training program than this pool")
+        return dict(task)
+
+    def readers(self, task: dict[str, Any], device: Device) -> list[bytes] | None:
+        """Who may open this device's artefacts: itself, its edge and the task's readers (None: plain)."""
+        if not self.settings.seal:
+            return None
+        extra = [bytes.fromhex(r) for r in task["readers"]]
+        return [device.key.public_key, *([self.edge_key] if self.edge_key else []), *extra]
+
+    async def train_round(self, round_: int, base: bytes, blob: bytes, sub_round: int = 1) -> dict[str, Any]:
         from fedledger.audit.chainview import verify_global_model
         from fedledger.fl.weights import decode_weights
 
-        await verify_global_model(self.ctx.main_view(), round_ - 1, base, self.settings.program_hash())
-        weights = decode_weights(await self.edge.get_blob(base.hex()))
+        task = await self._task()
+        if sub_round == 1:
+            await verify_global_model(self.ctx.main_view(), round_ - 1, base, self.settings.program_hash())
+        else:
+            prev = await self.edge.state("fl", f"aggregate/{stage(round_, sub_round - 1)}")
+            if prev is None or prev["model"] != base.hex():
+                raise VerificationFailed(f"{base.hex()[:16]}… is not the edge's sub-round {sub_round - 1} aggregate")
+        await self._collect(task)
+        stored = await self.edge.get_blob(blob.hex())
         updates, failures = [], []
         for device in self.devices:
             try:
-                updates.append(await self._train_device(device, round_, base, weights))
+                plain = open_artefact(stored, base, device.key, MODEL)
+                weights = decode_weights(plain)
+                updates.append(await self._train_device(task, device, round_, sub_round, base, weights))
             except FedledgerError as exc:
                 failures.append({"device": device.name, "error": str(exc)})
                 log_event(log, logging.WARNING, "device failed", device=device.name, error=str(exc))
         return {"updates": updates, "failures": failures}
 
-    async def _train_device(self, device: Device, round_: int, base: bytes, weights: Any) -> dict[str, Any]:
-        from fedledger.fl.train import TrainConfig, train_local
+    async def _collect(self, task: dict[str, Any]) -> None:
+        """Seed 000 §V-A, once per device: sign, seal, store and record each batch of readings."""
+        from fedledger.fl.data import encode_dataset, subset
+        from fedledger.fl.steps import Batch
+
+        async with self._collected:
+            pending = []
+            for device in self.devices:
+                if device.batches:
+                    continue
+                idx = self._parts[device.partition]
+                size = self.settings.readings
+                for start in range(0, len(idx), size):
+                    data = subset(self._train, idx[start : start + size])
+                    plain = encode_dataset(data)
+                    data_hash, stored = seal_artefact(plain, self.readers(task, device), DATA)
+                    ptr = bytes.fromhex(await self.edge.put_blob(stored))
+                    args = {"device": device.key.public_key, "data": data_hash, "ptr": ptr,
+                            "samples": len(data)}
+                    if self.settings.delegate_signing:
+                        tx = await self._delegated(args)
+                    else:
+                        msg = data_message(self.chain_id, device.key.public_key, data_hash, ptr, len(data))
+                        args["sig"] = device.key.sign(Domain.DATA, msg)
+                        tx = await self.sub.submit(device.key, "fl", "record_data", args)
+                    pending.append((device, Batch(data_hash, data), tx))
+            for device, batch, tx in pending:
+                await self.sub.wait_success(tx, "fl.record_data")  # only recorded data is trained on
+                device.batches.append(batch)
+
+    async def _delegated(self, args: dict[str, Any]) -> bytes:
+        """Ask the edge peer to sign and record a batch for a weak device."""
+        body = {k: v.hex() if isinstance(v, bytes) else v for k, v in args.items()}
+        out = await self.edge.post_json("/v1/fl/data", body)
+        return bytes.fromhex(out["tx"])
+
+    async def _train_device(self, task: dict[str, Any], device: Device, round_: int, sub_round: int,
+                            base: bytes, weights: Any) -> dict[str, Any]:
+        from fedledger.crypto.hashing import tagged_hash
+        from fedledger.fl.steps import train_steps
         from fedledger.fl.weights import encode_weights
 
-        s = self.settings
-        cfg = TrainConfig(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, momentum=s.momentum)
-        seed = int.from_bytes(tagged_hash("fedledger/train-seed", device.key.public_key + round_.to_bytes(8, "big"))[:4], "big")
-        data = self.data[device.name]
-        new, _loss = await asyncio.to_thread(train_local, s.model, weights, data, cfg, seed)
-        blob = encode_weights(new)
-        address = await self.edge.put_blob(blob)
-        args = {"round": round_, "base": base, "model": bytes.fromhex(address), "samples": len(data),
-                "data": self.data_hash[device.name]}
-        tx_hash = await self.sub.submit(device.key, "fl", "submit_update", args)
-        return {"device": device.name, "tx": tx_hash.hex(), "model": address, "samples": len(data)}
+        program = self.settings.program()
+        steps = await asyncio.to_thread(train_steps, program, weights, device.batches,
+                                        device=device.key.public_key, round_=round_, sub_round=sub_round)
+        readers = self.readers(task, device)
+        for step in steps:
+            _, stored = seal_artefact(encode_weights(step.weights), readers, MODEL)
+            address = bytes.fromhex(await self.edge.put_blob(stored))
+            await self.sub.submit(device.key, "fl", "record_step", {
+                "round": round_, "sub_round": sub_round, "index": step.index, "prev": step.prev,
+                "model": step.model, "global": step.global_model, "data": step.data, "blob": address,
+                "digest": step.digest,
+            })
+        last = steps[-1]
+        samples = sum(len(b.data) for b in device.batches)
+        data = tagged_hash("fedledger/data-batches", b"".join(b.data_hash for b in device.batches))
+        tx_hash = await self.sub.submit(device.key, "fl", "submit_update", {
+            "round": round_, "sub_round": sub_round, "base": base, "model": last.model, "blob": address,
+            "samples": samples, "data": data, "steps": len(steps),
+        })
+        return {"device": device.name, "tx": tx_hash.hex(), "model": last.model.hex(), "blob": address.hex(),
+                "samples": samples}

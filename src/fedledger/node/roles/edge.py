@@ -1,34 +1,44 @@
 """Edge node: validator of its sub-chain, aggregator of its devices, blob site.
 
 A round, as data flows (seed 004 §III-A, seed 000 §V):
-1. check the global model's authenticator on the main chain, fetch the blob;
-2. ask the device pools to train (with a deadline: a late or failed pool is
-   reported, not waited for);
-3. wait for the devices' ``submit_update`` transactions on the sub-chain and
-   check every uploaded blob against its recorded hash;
-4. FedAvg by sample count, store the aggregate blob, ``record_aggregate``;
-5. wait until a quorum-signed anchor of the sub-chain at or above the
+1. check the global model's authenticator on the main chain, fetch and open
+   the blob, and store a copy its devices can open;
+2. run ``device_rounds`` (k) device rounds: ask the device pools to train
+   (with a deadline: a late or failed pool is reported, not waited for), wait
+   for the devices' ``submit_update`` transactions, check every update against
+   its record and re-run ``verify_steps`` of its recorded training steps
+   (seed 000 §V-B: peers verify M_(i+1) before accepting it), FedAvg by sample
+   count, seal and store the aggregate, ``record_aggregate``; sub-round j+1
+   starts from sub-round j's aggregate;
+3. wait until a quorum-signed anchor of the sub-chain at or above the last
    aggregate's block reaches the main chain (Type-II, ``interlock.anchor_subchain``;
    this node relays its sub-chain's anchors as they are signed).
+
+It also signs data batches for devices that delegate signing (seed 000 §V-A).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any
 
 from aiohttp import web
 
 from fedledger.audit.chainview import verify_global_model
+from fedledger.contracts.base import read_state
+from fedledger.contracts.fl import data_message, stage
+from fedledger.crypto.keys import Domain, address_of
 from fedledger.errors import ConfigError, FedledgerError, UsageError, VerificationFailed
 from fedledger.fl.aggregate import fedavg
-from fedledger.fl.weights import decode_weights, encode_weights
+from fedledger.fl.weights import Weights, decode_weights, encode_weights
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext
 from fedledger.node.roles.relay import AnchorRelay
 from fedledger.node.submit import LocalChain, RemoteChain
+from fedledger.storage.artefacts import DATA, MODEL, open_artefact, store_artefact
 
 log = logging.getLogger("fedledger.edge")
 
@@ -38,6 +48,7 @@ class EdgeRole:
         if ctx.chain is None:
             raise ConfigError(f"{ctx.cfg.name}: an edge node needs a sub-chain")
         self.ctx = ctx
+        self.node = ctx.chain
         self.key = ctx.cfg.key
         self.settings = FLSettings.from_config(ctx.cfg.fl)
         self.deadline_s = float(ctx.cfg.fl.get("deadline_s", 120))
@@ -47,79 +58,147 @@ class EdgeRole:
         self.main_chain_id = str(ctx.cfg.fl.get("main_chain_id", "main"))
         self.main = RemoteChain(self.cloud, self.main_chain_id)
         self.relay = AnchorRelay(ctx.chain, self.key, self.main, "anchor_subchain")
+        self.devices = [i.public_key for i in ctx.chain.chain.genesis.identities if i.role == "device"]
         ctx.tasks.append(asyncio.create_task(self.relay.run()))
         self._lock = asyncio.Lock()
         ctx.api.app.router.add_post("/v1/fl/round", self.handle_round)
+        ctx.api.app.router.add_post("/v1/fl/data", self.handle_delegated_data)
 
     async def handle_round(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         try:
             round_ = int(body["round"])
             base = bytes.fromhex(body["base"])
+            blob = bytes.fromhex(body.get("blob") or body["base"])
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"bad round request: {exc}") from None
         async with self._lock:
-            return web.json_response(await self.run_round(round_, base))
+            return web.json_response(await self.run_round(round_, base, blob))
 
-    async def run_round(self, round_: int, base: bytes) -> dict[str, Any]:
+    async def handle_delegated_data(self, request: web.Request) -> web.Response:
+        """Seed 000 §V-A: sign (d^E, ptr) for a registered device of this sub-chain and record it."""
+        body = await read_json(request)
+        try:
+            device, data, ptr = (bytes.fromhex(body[k]) for k in ("device", "data", "ptr"))
+            samples = int(body["samples"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"bad data record: {exc}") from None
+        if device not in self.devices:
+            raise UsageError("not a device of this edge")
+        sig = self.key.sign(Domain.DATA, data_message(self.sub.chain_id, device, data, ptr, samples))
+        tx = await self.sub.submit(self.key, "fl", "record_data",
+                                   {"device": device, "data": data, "ptr": ptr, "samples": samples, "sig": sig})
+        return web.json_response({"tx": tx.hex()})
+
+    async def _task(self) -> dict[str, Any]:
+        task = await self.cloud.state("fl", "task")
+        if task is None or task["program"] != self.settings.program_hash().hex():
+            raise VerificationFailed("the main chain's task does not run this edge's training program")
+        return dict(task)
+
+    def _readers(self, task: dict[str, Any]) -> list[bytes] | None:
+        """The edge's artefacts are for itself, the cloud, its devices and the task's readers."""
+        if not self.settings.seal:
+            return None
+        return [self.key.public_key, bytes.fromhex(task["owner"]), *self.devices,
+                *(bytes.fromhex(r) for r in task["readers"])]
+
+    async def run_round(self, round_: int, base: bytes, blob: bytes) -> dict[str, Any]:
+        task = await self._task()
         await verify_global_model(self.ctx.main_view(), round_ - 1, base, self.settings.program_hash())
-        self.ctx.blobs.put_verified(base.hex(), await self.cloud.get_blob(base.hex()))
-        updates, failures = await self._collect_updates(round_, base)
+        weights = decode_weights(open_artefact(await self.cloud.get_blob(blob.hex()), base, self.key, MODEL))
+        readers = self._readers(task)
+        _, local = store_artefact(self.ctx.blobs, encode_weights(weights), readers, MODEL)
+        failures: list[Any] = []
+        result: dict[str, Any] = {}
+        for sub_round in range(1, int(task["device_rounds"]) + 1):
+            result = await self._device_round(round_, sub_round, base, local, weights, readers, failures)
+            base, local = bytes.fromhex(result["model"]), bytes.fromhex(result["blob"])
+            weights = decode_weights(open_artefact(self.ctx.blobs.get(local.hex()), base, self.key, MODEL))
+        height, _ = self.node.store.tx_location(bytes.fromhex(result["tx"]))
+        _, anchor_tx = await self.relay.covering(height, self.deadline_s)
+        log_event(log, logging.INFO, "round aggregated", round=round_, updates=result["updates"],
+                  failures=len(failures))
+        return {**result, "chain": self.sub.chain_id, "anchor_tx": anchor_tx.hex(), "failures": failures}
+
+    async def _device_round(self, round_: int, sub_round: int, base: bytes, blob: bytes, weights: Weights,
+                            readers: list[bytes] | None, failures: list[Any]) -> dict[str, Any]:
+        updates = await self._collect_updates(round_, sub_round, base, blob, weights, failures)
         if not updates:
-            raise VerificationFailed(f"round {round_}: no device update arrived in time")
-        results = []
-        for up in updates:
-            results.append((decode_weights(self.ctx.blobs.get(up["model"])), int(up["samples"])))
-        aggregate = encode_weights(fedavg(results))
-        address = self.ctx.blobs.put(aggregate)
+            raise VerificationFailed(f"round {round_}.{sub_round}: no device update arrived in time")
+        results = [(w, int(up["samples"])) for up, w in updates]
+        model, address = store_artefact(self.ctx.blobs, encode_weights(fedavg(results)), readers, MODEL)
         samples = sum(n for _, n in results)
         agg_tx = await self.sub.call(self.key, "fl", "record_aggregate", {
-            "round": round_, "base": base, "model": bytes.fromhex(address), "samples": samples,
-            "updates": [bytes.fromhex(up["tx"]) for up in updates],
+            "round": round_, "sub_round": sub_round, "base": base, "model": model, "blob": address,
+            "samples": samples, "updates": [bytes.fromhex(up["tx"]) for up, _ in updates],
         })
-        height, _ = self.ctx.chain.store.tx_location(agg_tx)  # type: ignore[union-attr]
-        _, anchor_tx = await self.relay.covering(height, self.deadline_s)
-        log_event(log, logging.INFO, "round aggregated", round=round_, updates=len(updates),
-                  failures=len(failures))
-        return {"chain": self.sub.chain_id, "tx": agg_tx.hex(), "model": address, "samples": samples,
-                "anchor_tx": anchor_tx.hex(), "updates": len(updates), "failures": failures}
+        return {"tx": agg_tx.hex(), "model": model.hex(), "blob": address.hex(), "samples": samples,
+                "updates": len(updates)}
 
-    async def _collect_updates(self, round_: int, base: bytes) -> tuple[list[dict[str, Any]], list[Any]]:
-        """Ask every pool to train; keep the updates that are committed, succeeded and match their blob."""
-        req = {"round": round_, "base": base.hex()}
+    async def _collect_updates(self, round_: int, sub_round: int, base: bytes, blob: bytes, weights: Weights,
+                               failures: list[Any]) -> list[tuple[dict[str, Any], Weights]]:
+        """Ask every pool to train; keep the updates that are committed, match their record and re-run."""
+        req = {"round": round_, "sub_round": sub_round, "base": base.hex(), "blob": blob.hex()}
         replies = await asyncio.gather(
             *(pool.post_json("/v1/fl/train", req) for pool in self.pools), return_exceptions=True
         )
-        updates: list[dict[str, Any]] = []
-        failures: list[Any] = []
+        updates: list[tuple[dict[str, Any], Weights]] = []
         for pool, reply in zip(self.pools, replies, strict=True):
             if isinstance(reply, BaseException):
                 failures.append({"pool": pool.base_url, "error": str(reply) or type(reply).__name__})
                 continue
             failures.extend(reply.get("failures", []))
             for up in reply.get("updates", []):
-                problem = await self._check_update(up, round_, base)
-                if problem:
-                    failures.append({"device": up.get("device"), "error": problem})
-                else:
-                    updates.append(up)
-        return updates, failures
+                try:
+                    updates.append((up, await self._check_update(up, round_, sub_round, base, weights)))
+                except (FedledgerError, KeyError, TypeError, ValueError) as exc:
+                    failures.append({"device": up.get("device"), "error": str(exc) or type(exc).__name__})
+        return updates
 
-    async def _check_update(self, up: dict[str, Any], round_: int, base: bytes) -> str | None:
-        node = self.ctx.chain
-        assert node is not None
-        try:
-            tx_hash = bytes.fromhex(up["tx"])
-            if await node.wait_for_tx(tx_hash, self.deadline_s) is None:
-                return "update transaction was not committed before the deadline"
-            receipt = node.store.receipt(tx_hash)
-            if not receipt.success:
-                return f"update rejected on chain: {receipt.error}"
-            args = node.store.tx(tx_hash).call().args
-            if args["round"] != round_ or args["base"] != base or args["model"].hex() != up["model"]:
-                return "update transaction does not match the reported model"
-            self.ctx.blobs.get(up["model"])  # present and intact
-        except (FedledgerError, KeyError, TypeError, ValueError) as exc:
-            return str(exc) or type(exc).__name__
+    async def _check_update(self, up: dict[str, Any], round_: int, sub_round: int, base: bytes,
+                            weights: Weights) -> Weights:
+        tx_hash = bytes.fromhex(up["tx"])
+        if await self.node.wait_for_tx(tx_hash, self.deadline_s) is None:
+            raise VerificationFailed("update transaction was not committed before the deadline")
+        receipt = self.node.store.receipt(tx_hash)
+        if not receipt.success:
+            raise VerificationFailed(f"update rejected on chain: {receipt.error}")
+        tx = self.node.store.tx(tx_hash)
+        args = tx.call().args
+        if (args["round"], args.get("sub_round", 1), args["base"]) != (round_, sub_round, base):
+            raise VerificationFailed("update transaction is for another round or base")
+        update = decode_weights(self._open(args["blob"], args["model"], MODEL))
+        steps = int(args.get("steps", 0))
+        if self.settings.verify_steps:
+            if steps < 1:
+                raise VerificationFailed("update has no recorded training steps")
+            rng = random.Random(tx_hash)  # which steps get re-run is not up to the device
+            for index in sorted(rng.sample(range(1, steps + 1), min(steps, self.settings.verify_steps))):
+                problem = await asyncio.to_thread(self._recompute, tx.sender, round_, sub_round, index, weights)
+                if problem:
+                    raise VerificationFailed(f"training step {index} does not verify: {problem}")
         up["samples"] = args["samples"]
-        return None
+        return update
+
+    def _open(self, address: bytes, plain_hash: bytes, context: bytes) -> bytes:
+        return open_artefact(self.ctx.blobs.get(address.hex()), plain_hash, self.key, context)
+
+    def _recompute(self, device: bytes, round_: int, sub_round: int, index: int, base: Weights) -> str | None:
+        """Seed 000 §V-B: fetch M_i and d_(i+1) of a recorded step, re-run T, compare with M_(i+1)."""
+        from fedledger.fl.data import decode_dataset
+        from fedledger.fl.steps import recompute_step
+
+        where = f"{stage(round_, sub_round)}/{address_of(device).hex()}"
+        state = self.node.chain.state
+        rec = read_state(state, "fl", f"step/{where}/{index}")
+        if rec is None:
+            return "the step is not recorded"
+        if index == 1:
+            prev = base
+        else:
+            before = read_state(state, "fl", f"step/{where}/{index - 1}")
+            prev = decode_weights(self._open(before["blob"], before["model"], MODEL))
+        data = read_state(state, "fl", f"data/{device.hex()}/{rec['data'].hex()}")
+        batch = decode_dataset(self._open(data["ptr"], rec["data"], DATA))
+        return recompute_step(self.settings.program(), rec, prev, batch)
