@@ -75,7 +75,7 @@ _SPECS = (
             "conv5x5 1->20 relu maxpool2 | conv5x5 20->50 relu maxpool2 | flatten"
             " | fc 800->500 relu | fc 500->10"
         ),
-        datasets=("mnist",),
+        datasets=("mnist", "digits28"),
     ),
     # Three stride-2 1-D convolutions over the 40-sample signal: 40 -> 19 -> 10 -> 5.
     ModelSpec(
@@ -112,7 +112,7 @@ _SPECS = (
         num_classes=10,
         num_parameters=_linear(28 * 28, 10),
         architecture="flatten | fc 784->10",
-        datasets=("mnist",),
+        datasets=("mnist", "digits28"),
     ),
 )
 
