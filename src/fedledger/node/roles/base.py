@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from fedledger.audit.chainview import ChainView
-from fedledger.errors import ConfigError
+from fedledger.errors import ConfigError, VerificationFailed
 from fedledger.fl.program import program_hash, training_program
 from fedledger.net.api import NodeAPI
 from fedledger.net.client import NodeClient
@@ -89,8 +90,27 @@ class FLSettings:
         """Where local dataset files live (``mnist``); not the node's own data directory."""
         return Path(self.data_dir) if self.data_dir else None
 
+    def sealed_for(self, *parties: bytes, readers: Iterable[bytes] = ()) -> list[bytes] | None:
+        """Recipients of an artefact: ``parties`` and the task's ``readers``; ``None`` when stored plain."""
+        return [*parties, *readers] if self.seal else None
+
     def program(self) -> dict[str, Any]:
         return training_program(self.model, self.epochs, self.batch_size, self.lr, self.momentum)
 
     def program_hash(self) -> bytes:
         return program_hash(self.program())
+
+
+async def fetch_task(client: NodeClient, settings: FLSettings) -> dict[str, Any]:
+    """The task open on the main chain (served by ``client``), which must run ``settings``' program."""
+    task = await client.state("fl", "task")
+    if task is None:
+        raise VerificationFailed("no FL task is open on the main chain")
+    if task["program"] != settings.program_hash().hex():
+        raise VerificationFailed("the main chain's task runs another training program than this node")
+    return dict(task)
+
+
+def task_readers(task: dict[str, Any]) -> list[bytes]:
+    """The task's extra readers of sealed artefacts (auditors)."""
+    return [bytes.fromhex(r) for r in task["readers"]]

@@ -170,7 +170,7 @@ class CloudRole:
     async def _publish(self, round_: int, weights: Weights, parents: list[dict[str, Any]], acc: float
                        ) -> tuple[bytes, bytes]:
         """Store and publish a global model; ``(model hash, blob address)``."""
-        readers = [self.key.public_key, *self.edge_keys(), *self.readers] if self.settings.seal else None
+        readers = self.settings.sealed_for(self.key.public_key, *self.edge_keys(), readers=self.readers)
         model, blob = store_artefact(self.ctx.blobs, encode_weights(weights), readers, MODEL)
         program = self.settings.program_hash()
         auth = self.key.sign(Domain.AUTHENTICATOR, authenticator_message(model, program, round_))

@@ -29,7 +29,7 @@ from fedledger.crypto.keys import Domain, SigningKey
 from fedledger.errors import ConfigError, FedledgerError, UsageError, VerificationFailed
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
-from fedledger.node.roles.base import FLSettings, RoleContext
+from fedledger.node.roles.base import FLSettings, RoleContext, fetch_task, task_readers
 from fedledger.node.submit import RemoteChain
 from fedledger.storage.artefacts import DATA, MODEL, open_artefact, seal_artefact
 
@@ -83,26 +83,16 @@ class DevicePoolRole:
             raise UsageError(f"bad train request: {exc}") from None
         return web.json_response(await self.train_round(round_, base, blob, sub_round))
 
-    async def _task(self) -> dict[str, Any]:
-        task = await self.ctx.main_view().client.state("fl", "task")
-        if task is None:
-            raise VerificationFailed("no FL task is open on the main chain")
-        if task["program"] != self.settings.program_hash().hex():
-            raise VerificationFailed("the main chain's task runs another training program than this pool")
-        return dict(task)
-
     def readers(self, task: dict[str, Any], device: Device) -> list[bytes] | None:
         """Who may open this device's artefacts: itself, its edge and the task's readers (None: plain)."""
-        if not self.settings.seal:
-            return None
-        extra = [bytes.fromhex(r) for r in task["readers"]]
-        return [device.key.public_key, *([self.edge_key] if self.edge_key else []), *extra]
+        edge = [self.edge_key] if self.edge_key else []
+        return self.settings.sealed_for(device.key.public_key, *edge, readers=task_readers(task))
 
     async def train_round(self, round_: int, base: bytes, blob: bytes, sub_round: int = 1) -> dict[str, Any]:
         from fedledger.audit.chainview import verify_global_model
         from fedledger.fl.weights import decode_weights
 
-        task = await self._task()
+        task = await fetch_task(self.ctx.main_view().client, self.settings)
         if sub_round == 1:
             await verify_global_model(self.ctx.main_view(), round_ - 1, base, self.settings.program_hash())
         else:

@@ -35,7 +35,7 @@ from fedledger.fl.aggregate import fedavg
 from fedledger.fl.weights import Weights, decode_weights, encode_weights
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
-from fedledger.node.roles.base import FLSettings, RoleContext
+from fedledger.node.roles.base import FLSettings, RoleContext, fetch_task, task_readers
 from fedledger.node.roles.relay import AnchorRelay
 from fedledger.node.submit import LocalChain, RemoteChain
 from fedledger.storage.artefacts import DATA, MODEL, open_artefact, store_artefact
@@ -90,21 +90,13 @@ class EdgeRole:
                                    {"device": device, "data": data, "ptr": ptr, "samples": samples, "sig": sig})
         return web.json_response({"tx": tx.hex()})
 
-    async def _task(self) -> dict[str, Any]:
-        task = await self.cloud.state("fl", "task")
-        if task is None or task["program"] != self.settings.program_hash().hex():
-            raise VerificationFailed("the main chain's task does not run this edge's training program")
-        return dict(task)
-
     def _readers(self, task: dict[str, Any]) -> list[bytes] | None:
         """The edge's artefacts are for itself, the cloud, its devices and the task's readers."""
-        if not self.settings.seal:
-            return None
-        return [self.key.public_key, bytes.fromhex(task["owner"]), *self.devices,
-                *(bytes.fromhex(r) for r in task["readers"])]
+        return self.settings.sealed_for(self.key.public_key, bytes.fromhex(task["owner"]), *self.devices,
+                                        readers=task_readers(task))
 
     async def run_round(self, round_: int, base: bytes, blob: bytes) -> dict[str, Any]:
-        task = await self._task()
+        task = await fetch_task(self.cloud, self.settings)
         await verify_global_model(self.ctx.main_view(), round_ - 1, base, self.settings.program_hash())
         weights = decode_weights(open_artefact(await self.cloud.get_blob(blob.hex()), base, self.key, MODEL))
         readers = self._readers(task)
