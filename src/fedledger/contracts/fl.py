@@ -220,6 +220,13 @@ def submit_update(ctx: Context, args: Any) -> None:
               "data": data, "steps": steps, "device": ctx.sender, "tx": ctx.tx_hash}
     ctx.put(key, record)
     ctx.put(f"update_tx/{ctx.tx_hash.hex()}", record)
+    _index_model(ctx, model)
+
+
+def _index_model(ctx: Context, model: bytes) -> None:
+    """``by_model/<hash>``: the transactions that recorded a model (updates and aggregates), for auditors."""
+    key = f"by_model/{model.hex()}"
+    ctx.put(key, [*(ctx.get(key) or []), ctx.tx_hash])
 
 
 @fl.method
@@ -257,3 +264,4 @@ def record_aggregate(ctx: Context, args: Any) -> None:
     ctx.put(f"aggregate/{stage(round_, sub)}", {"round": round_, "sub_round": sub, "base": base, "model": model,
                                                 "blob": blob, "samples": samples, "updates": updates,
                                                 "edge": ctx.sender, "tx": ctx.tx_hash})
+    _index_model(ctx, model)
