@@ -32,7 +32,7 @@ def test_ctrl_c_stops_every_child_cleanly(tmp_path: Path) -> None:
         if "node processes up" in line or time.monotonic() > deadline:
             break
     time.sleep(1.5)  # mid-job
-    assert len(_children_alive(workdir)) == 9  # cloud + 3 main validators, edge + 3 sub-chain validators, pool
+    assert len(_children_alive(workdir)) == 10  # cloud + 3 main validators, edge + 3 sub-chain validators, pool, auditor
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130, rest

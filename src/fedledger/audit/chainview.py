@@ -14,7 +14,7 @@ from fedledger.crypto.keys import Domain, is_valid
 from fedledger.errors import DecodeError, VerificationFailed
 from fedledger.ledger.block import BlockHeader, Receipt
 from fedledger.ledger.genesis import Genesis
-from fedledger.ledger.proofs import verify_header_chain, verify_tx_proof
+from fedledger.ledger.proofs import TxProof, verify_header_chain, verify_tx_proof
 from fedledger.ledger.tx import Call, Transaction
 from fedledger.net.client import NodeClient
 
@@ -25,10 +25,16 @@ class VerifiedTx:
     receipt: Receipt
     header: BlockHeader
     call: Call
+    proof: TxProof
 
     @property
     def args(self) -> dict[str, Any]:
         return self.call.args
+
+    def where(self, chain_id: str) -> dict[str, Any]:
+        """Where the record is: chain, transaction, block height and block hash (what its proof checked)."""
+        return {"chain": chain_id, "tx": self.tx.tx_hash.hex(), "height": self.header.height,
+                "block": self.header.block_hash.hex()}
 
 
 class ChainView:
@@ -59,8 +65,9 @@ class ChainView:
             raise VerificationFailed(f"{self.chain_id} has no block at height {height}")
         return self._headers[height]
 
-    async def verified_tx(self, tx_hash: bytes, *, contract: str, method: str) -> VerifiedTx:
-        """A transaction proven to be in this chain, with a successful receipt, calling ``contract.method``."""
+    async def verified_tx(self, tx_hash: bytes, *, contract: str, method: str | tuple[str, ...]) -> VerifiedTx:
+        """A transaction proven to be in this chain, with a successful receipt, calling ``contract.method``
+        (or one of several methods)."""
         proof = await self.client.tx_proof(tx_hash)
         tx, receipt, header = verify_tx_proof(proof, self.genesis)
         if tx.tx_hash != tx_hash:
@@ -73,12 +80,21 @@ class ChainView:
             call = tx.call()
         except DecodeError as exc:
             raise VerificationFailed(f"transaction {tx_hash.hex()} is not a call: {exc}") from None
-        if (call.contract, call.method) != (contract, method):
+        methods = (method,) if isinstance(method, str) else method
+        if call.contract != contract or call.method not in methods:
             raise VerificationFailed(
-                f"transaction {tx_hash.hex()} calls {call.contract}.{call.method}, expected {contract}.{method}"
+                f"transaction {tx_hash.hex()} calls {call.contract}.{call.method}, "
+                f"expected {contract}.{'/'.join(methods)}"
             )
         self.txs_checked += 1
-        return VerifiedTx(tx, receipt, header, call)
+        return VerifiedTx(tx, receipt, header, call, proof)
+
+    async def verified_record(self, contract: str, key: str, method: str) -> VerifiedTx | None:
+        """The proven transaction behind a state record that names its ``tx`` (``None`` if no record)."""
+        rec = await self.client.state(contract, key)
+        if rec is None:
+            return None
+        return await self.verified_tx(bytes.fromhex(rec["tx"]), contract=contract, method=method)
 
     def identity_role(self, public_key: bytes) -> str | None:
         """Role of a launch identity in this chain's genesis (``None`` if unknown)."""
@@ -86,6 +102,13 @@ class ChainView:
             if ident.public_key == public_key:
                 return ident.role
         return None
+
+    def identity_name(self, public_key: bytes) -> str:
+        """Name of a launch identity in this chain's genesis (the key's hex if unknown)."""
+        for ident in self.genesis.identities:
+            if ident.public_key == public_key:
+                return ident.name
+        return public_key.hex()
 
     async def model_record(self, round_: int) -> VerifiedTx:
         """The proven ``fl.publish_model`` transaction of a round, authenticator checked."""

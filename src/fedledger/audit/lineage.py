@@ -46,17 +46,29 @@ class LineageReport:
     txs_checked: int = 0
     reason: str = ""
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    artefacts: list[dict[str, Any]] = field(default_factory=list)  # provenance: every record and where it is
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 class LineageVerifier:
-    def __init__(self, main: ChainView, subs: dict[str, ChainView], key: SigningKey | None = None) -> None:
+    def __init__(self, main: ChainView, subs: dict[str, ChainView], key: SigningKey | None = None,
+                 *, proofs: bool = False) -> None:
         self.main = main
         self.subs = subs
         self.key = key  # a reader of sealed artefacts
+        self.proofs = proofs  # attach every record's transaction proof to the provenance
         self.report = LineageReport()
+
+    def _artefact(self, kind: str, view: ChainView, rec: VerifiedTx, **extra: Any) -> None:
+        """Add a checked record to the provenance: what it is, who recorded it, and where it is on chain."""
+        a = rec.args
+        entry: dict[str, Any] = {"kind": kind, "round": a.get("round"), "party": view.identity_name(rec.tx.sender),
+                 **{k: a[k].hex() for k in ("model", "blob") if k in a}, **extra, **rec.where(view.chain_id)}
+        if self.proofs:
+            entry["proof"] = rec.proof.to_json()
+        self.report.artefacts.append(entry)
 
     async def verify(self, final_round: int | None = None) -> LineageReport:
         """Check every round back to the initial model; never raises for a failed check."""
@@ -70,6 +82,7 @@ class LineageVerifier:
             rep.final_round = final_round
             records = {r: await self.main.model_record(r) for r in range(final_round, -1, -1)}
             rep.final_model = records[final_round].args["model"].hex()
+            self._artefact("global_model", self.main, records[0])
             for r in range(final_round, 0, -1):
                 await self._verify_round(r, records[r], records[r - 1])
                 rep.rounds_checked += 1
@@ -100,7 +113,10 @@ class LineageVerifier:
         global_w = await self._blob(self.main, rec.args)
         if weights_hash(fedavg(aggregates)) != model or weights_hash(global_w) != model:
             raise VerificationFailed(f"round {r}: FedAvg of the edge aggregates is not the recorded global model")
-        self.report.rounds.append({"round": r, "model": model.hex(), "edges": len(aggregates),
+        self._artefact("global_model", self.main, rec)
+        self.report.rounds.append({"round": r, "model": model.hex(), "edges": [p["chain"] for p in rec.args["parents"]],
+                                   "devices": sorted({a["party"] for a in self.report.artefacts
+                                                      if a["kind"] == "device_update" and a["round"] == r}),
                                    "accuracy_bp": rec.args["metrics"].get("accuracy_bp")})
 
     async def _verify_parent(
@@ -145,10 +161,12 @@ class LineageVerifier:
             if (u["round"], u.get("sub_round", 1), u["base"]) != (r, a.get("sub_round", 1), a["base"]):
                 raise VerificationFailed(f"round {r}: update {up_tx.hex()[:16]}… is for another round or model")
             updates.append((await self._blob(view, u), u["samples"]))
+            self._artefact("device_update", view, up, sub_round=u.get("sub_round", 1), samples=u["samples"])
             self.report.device_updates_checked += 1
         aggregate = fedavg(updates)
         if weights_hash(aggregate) != a["model"] or weights_hash(await self._blob(view, a)) != a["model"]:
             raise VerificationFailed(f"round {r}: FedAvg of {chain}'s device updates is not its recorded aggregate")
+        self._artefact("edge_aggregate", view, agg, sub_round=a.get("sub_round", 1), samples=a["samples"])
         self.report.edge_aggregates_checked += 1
         return aggregate
 
@@ -170,3 +188,5 @@ class LineageVerifier:
         header = await view.header_at(anchor.height)
         if (header.block_hash, header.accumulator) != (anchor.head, anchor.accumulator):
             raise VerificationFailed(f"round {r}: {chain}'s history differs from what the main chain anchored")
+        self._artefact("anchor", self.main, anchored, round=r, anchored_chain=chain, anchored_height=anchor.height,
+                       anchored_head=anchor.head.hex())

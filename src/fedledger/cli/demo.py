@@ -32,22 +32,46 @@ MARKER = ".fedledger-demo"
 @click.option("--devices", "devices_per_edge", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Devices per edge.")
 @click.option("--rounds", type=click.IntRange(1, 100), default=5, show_default=True)
-@click.option("--model", default="digits-mlp", show_default=True, help="digits-mlp or digits-cnn.")
+@click.option("--model", default="digits-mlp", show_default=True,
+              help="A registered model that takes --dataset's samples (e.g. digits-mlp, digits-cnn, mudfl-cnn).")
+@click.option("--dataset", default="digits", show_default=True, help="digits, digits28, mnist1d or mnist.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Directory with the MNIST IDX or npz files (--dataset mnist).")
+@click.option("--partition", type=click.Choice(["iid", "dirichlet", "shards"]), default="iid", show_default=True,
+              help="How the training data is split across devices.")
+@click.option("--alpha", type=click.FloatRange(min=0.0, min_open=True), default=0.5, show_default=True,
+              help="Dirichlet concentration (--partition dirichlet); smaller is more skewed.")
+@click.option("--device-rounds", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="k: device rounds each edge aggregates per cloud round.")
+@click.option("--epochs", type=click.IntRange(1, 100), default=2, show_default=True, help="Local epochs per device round.")
+@click.option("--delegate-signing", is_flag=True, help="Edges sign the devices' data batches (weak devices).")
+@click.option("--serve", is_flag=True,
+              help="Keep the nodes running after the job (for `fedledger verify`/`audit`) until Ctrl-C.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=Path("report.json"),
               show_default=True)
 @click.option("--modulus", "modulus_file", type=click.Path(path_type=Path), default=None,
               help="Accumulator modulus from `fedledger ceremony modulus --out FILE` (default: RSA-2048).")
-def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: str, report_path: Path,
-         modulus_file: Path | None) -> None:
+def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: str, dataset: str,
+         data_dir: Path | None, partition: str, alpha: float, device_rounds: int, epochs: int,
+         delegate_signing: bool, serve: bool, report_path: Path, modulus_file: Path | None) -> None:
     """Run a small hierarchical federated-learning job end to end and verify it."""
+    from fedledger.fl.datasets import load_dataset
+    from fedledger.fl.specs import check_model_dataset
     from fedledger.node.deployment import MAIN_CHAIN, make_deployment
     from fedledger.node.supervisor import Supervisor
 
+    check_model_dataset(model, dataset)
+    info = load_dataset(dataset, data_dir=data_dir)[2]  # missing files fail here, before any process starts
+    if info.train_size < edges * devices_per_edge:
+        raise UsageError(f"{dataset} has {info.train_size} training samples, fewer than the "
+                         f"{edges * devices_per_edge} devices")
+    fl = {"model": model, "dataset": dataset, "partition": partition, "alpha": alpha, "device_rounds": device_rounds,
+          "epochs": epochs, "delegate_signing": delegate_signing,
+          **({"data_dir": str(data_dir.resolve())} if data_dir else {})}
     console = Console()
     accumulator = _ceremony_modulus(modulus_file) if modulus_file else None
     _prepare_workdir(workdir)
-    dep = make_deployment(workdir, edges=edges, devices_per_edge=devices_per_edge, fl={"model": model},
-                          accumulator=accumulator)
+    dep = make_deployment(workdir, edges=edges, devices_per_edge=devices_per_edge, fl=fl, accumulator=accumulator)
     sup = Supervisor(workdir / "logs")
     t0 = time.perf_counter()
     try:
@@ -61,13 +85,30 @@ def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: s
                       f"{edges} edges with their sub-chain validators, {edges} device pools "
                       f"({edges * devices_per_edge} devices)")
         report = asyncio.run(_run(dep, rounds, console))
+        report["elapsed_s"] = round(time.perf_counter() - t0, 2)
+        report_path.write_text(json.dumps(report, indent=2))
+        _print_summary(console, report, report_path)
+        if serve:
+            _serve(console, dep, report)
     finally:
         sup.stop_all()
-    report["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    report_path.write_text(json.dumps(report, indent=2))
-    _print_summary(console, report, report_path)
     if not report["lineage_verified"]:
         raise VerificationFailed(f"lineage verification failed: {report['lineage']['reason']}")
+    if not report["training_audit"]["ok"]:
+        raise VerificationFailed(f"training audit failed: {report['training_audit']['reason']}")
+
+
+def _serve(console: Console, dep: Any, report: dict[str, Any]) -> None:
+    """Keep every node up for the verify and audit commands until Ctrl-C."""
+    console.print(f"nodes keep running (auditor node at {dep.url('auditor')}); try, in another terminal:\n"
+                  f"  fedledger verify model {report['final_model_file']} --workdir {dep.workdir}\n"
+                  f"  fedledger audit training --model {report['final_model']} --samples 3 --workdir {dep.workdir}\n"
+                  "Ctrl-C stops them.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping…")
 
 
 def _ceremony_modulus(path: Path) -> dict[str, bytes]:
@@ -95,23 +136,30 @@ def _prepare_workdir(workdir: Path) -> None:
 
 async def _run(dep: Any, rounds: int, console: Console) -> dict[str, Any]:
     from fedledger.audit.chainview import ChainView
-    from fedledger.audit.lineage import LineageVerifier
     from fedledger.net.client import NodeClient
     from fedledger.node.config import load_genesis
+    from fedledger.storage.artefacts import MODEL, open_artefact
 
     async with aiohttp.ClientSession() as session:
         cloud = NodeClient(dep.url("cloud"), session)
+        auditor = NodeClient(dep.url("auditor"), session, timeout_s=600)
         await cloud.post_json("/v1/fl/job", {"rounds": rounds})
         job = await _follow_job(cloud, rounds, console)
         if job["state"] != "done":
             raise VerificationFailed(f"the FL job failed: {job.get('error', job['state'])}")
-        main = ChainView(cloud, load_genesis(dep.geneses["main"]))
-        subs = {dep.chain_of(e): ChainView(NodeClient(dep.url(e), session), load_genesis(dep.geneses[dep.chain_of(e)]))
-                for e in dep.edges}
-        with console.status("verifying the final model's lineage from the chains…"):
-            lineage = await LineageVerifier(main, subs, dep.auditor()).verify()
+        final = await cloud.state("fl", f"model/{rounds}")
+        model_file = dep.workdir / "final-model.bin"
+        stored = await cloud.get_blob(final["blob"])
+        model_file.write_bytes(open_artefact(stored, bytes.fromhex(final["model"]), dep.auditor(), MODEL))
+        with console.status("auditor node: verifying the final model's provenance from the chains…"):
+            provenance = await auditor.post_bytes("/v1/verify/model", model_file.read_bytes())
+        with console.status("auditor node: re-running a random recorded training step of every update…"):
+            audit = await auditor.post_json("/v1/audit/training", {"model": final["model"], "samples": 1})
         heights, tx_counts = {}, {}
-        for view in [main, *subs.values()]:
+        views = [ChainView(cloud, load_genesis(dep.geneses["main"]))]
+        views += [ChainView(NodeClient(dep.url(e), session), load_genesis(dep.geneses[dep.chain_of(e)]))
+                  for e in dep.edges]
+        for view in views:
             headers = await view.sync_headers()
             heights[view.chain_id] = headers[-1].height
             tx_counts[view.chain_id] = sum(h.tx_count for h in headers)
@@ -120,11 +168,14 @@ async def _run(dep: Any, rounds: int, console: Console) -> dict[str, Any]:
         "accuracy_per_round": job["accuracy_per_round"],
         "round_seconds": job["round_seconds"],
         "final_model": job.get("final_model"),
+        "final_model_file": str(model_file),
         "chain_heights": heights,
         "tx_counts": tx_counts,
         "failures": job["failures"],
-        "lineage_verified": lineage.ok,
-        "lineage": lineage.to_json(),
+        "lineage_verified": provenance["ok"],
+        "lineage": {**provenance["lineage"], "reason": provenance["reason"]},
+        "artefacts_on_chain": len(provenance["lineage"].get("artefacts", [])),
+        "training_audit": {k: audit[k] for k in ("ok", "reason", "updates_checked", "steps_checked", "txs_checked")},
     }
 
 
@@ -161,4 +212,11 @@ def _print_summary(console: Console, report: dict[str, Any], path: Path) -> None
         )
     else:
         console.print(f"[bold red]lineage NOT verified[/]: {lin['reason']}")
+    audit = report["training_audit"]
+    if audit["ok"]:
+        console.print(f"[bold green]training audited[/]: {audit['steps_checked']} randomly chosen recorded steps of "
+                      f"{audit['updates_checked']} device updates re-run bit for bit (seed 000 §V-B)")
+    else:
+        console.print(f"[bold red]training audit FAILED[/]: {audit['reason']}")
+    console.print(f"final model: {report['final_model_file']} (check it: fedledger verify model FILE)")
     console.print(f"report written to {path} ({report['elapsed_s']} s)")

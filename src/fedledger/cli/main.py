@@ -24,7 +24,7 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from fedledger.cli import bench, ceremony, chain, demo, node, sim, verify
+    from fedledger.cli import audit, bench, ceremony, chain, demo, node, sim, verify
 
     cli.add_command(node.node)
     cli.add_command(chain.chain)
@@ -33,6 +33,7 @@ def _register_commands() -> None:
     cli.add_command(sim.sim)
     cli.add_command(verify.verify)
     cli.add_command(ceremony.ceremony)
+    cli.add_command(audit.audit)
 
 
 def main(argv: list[str] | None = None) -> int:

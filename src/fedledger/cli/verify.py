@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import click
@@ -33,11 +34,12 @@ from fedledger.audit.crosschain import (
     trusted_from_subchain,
     verify_cross_chain,
 )
+from fedledger.cli.locate import locate, reader_key
 from fedledger.errors import ConfigError, UsageError, VerificationFailed
 from fedledger.ledger.accumulator import chain_params
 from fedledger.ledger.genesis import Genesis
 from fedledger.net.client import NodeClient
-from fedledger.node.config import load_config, load_genesis
+from fedledger.node.config import load_genesis
 
 
 @click.group()
@@ -80,26 +82,13 @@ def verify_tx(tx_hash: str, chain_id: str, workdir: Path, node_url: str | None, 
 def _locate(workdir: Path, chain_id: str, node_url: str | None, main_url: str | None,
             main_genesis: Path | None) -> tuple[dict[str, str], Genesis]:
     urls: dict[str, str] = {}
-    genesis_path = main_genesis
-    if node_url is None or main_url is None or genesis_path is None:
-        if not workdir.is_dir():
-            raise ConfigError(f"no deployment directory {workdir}; pass --node, --main and --main-genesis")
-        for path in sorted(workdir.glob("*.json")):
-            try:
-                cfg = load_config(path)
-            except ConfigError:
-                continue
-            if cfg.genesis is None:
-                continue
-            chain = load_genesis(cfg.genesis).chain_id
-            urls.setdefault(chain, cfg.url)
-            if cfg.role == "cloud" and genesis_path is None:
-                genesis_path = cfg.genesis
+    genesis = load_genesis(main_genesis) if main_genesis else None
+    if node_url is None or main_url is None or genesis is None:
+        found = locate(workdir)
+        urls.update(found.urls)
+        genesis = genesis or found.geneses[found.main_chain]
     if node_url:
         urls[chain_id] = node_url
-    if genesis_path is None:
-        raise ConfigError("cannot find the main chain's genesis; pass --main-genesis")
-    genesis = load_genesis(genesis_path)
     if main_url:
         urls[genesis.chain_id] = main_url
     for chain in (chain_id, genesis.chain_id):
@@ -132,3 +121,56 @@ async def _trusted(trust: str, main: NodeClient, genesis: Genesis, urls: dict[st
         return Trusted(genesis.chain_id, int(height), bytes.fromhex(value), chain_params(genesis.params))
     except ValueError:
         raise UsageError("--trust must be head, sub:CHAIN or HEIGHT:HEX") from None
+
+
+@verify.command("model")
+@click.argument("model_file", type=click.Path(path_type=Path))
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo-run"), show_default=True,
+              help="Deployment directory to find nodes and genesis files in.")
+@click.option("--key", "key_file", type=click.Path(path_type=Path), default=None,
+              help="Reader key (hex seed) that opens sealed artefacts (default: WORKDIR/auditor.key).")
+@click.option("--proofs", is_flag=True, help="Include every record's transaction proof in the JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the provenance as one JSON object.")
+def verify_model_cmd(model_file: Path, workdir: Path, key_file: Path | None, proofs: bool, as_json: bool) -> None:
+    """Show where the model in MODEL_FILE came from, checked against the chains; FAIL if any byte differs."""
+    from fedledger.audit.provenance import verify_model
+
+    try:
+        data = model_file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {model_file}: {exc}") from None
+    found = locate(workdir)
+    key = reader_key(key_file, workdir)
+
+    async def run() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            return (await verify_model(found.network(session, key), data, proofs=proofs)).to_json()
+
+    result = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        click.echo(provenance_text(result))
+    if not result["ok"]:
+        raise VerificationFailed(f"model {result['model']}: {result['reason']}")
+
+
+def provenance_text(p: dict[str, Any]) -> str:
+    """A human-readable provenance: the verdict, then each round's edges, devices and artefacts."""
+    lines = [f"model   {p['model']}"]
+    if p["kind"]:
+        lines.append(f"record  {p['kind'].replace('_', ' ')} of round {p['round']} on {p['record']['chain']}, "
+                     f"block {p['record']['height']}, tx {p['record']['tx']}")
+    lineage = p.get("lineage") or {}
+    for rnd in sorted(lineage.get("rounds", []), key=lambda x: x["round"]):
+        acc = rnd.get("accuracy_bp")
+        lines.append(f"round {rnd['round']}: global {rnd['model'][:16]}…"
+                     + (f"  accuracy {acc / 100:.2f} %" if acc is not None else "")
+                     + f"  edges {', '.join(rnd['edges'])}  devices {', '.join(rnd['devices'])}")
+    arts = lineage.get("artefacts", [])
+    if arts:
+        kinds = sorted({a["kind"] for a in arts})
+        lines.append("artefacts on chain: " + ", ".join(f"{sum(a['kind'] == k for a in arts)} {k}" for k in kinds)
+                     + "  (each proven: Merkle path into a validator-signed header)")
+    lines.append("result: " + ("VALID" if p["ok"] else f"FAIL: {p['reason']}"))
+    return "\n".join(lines)

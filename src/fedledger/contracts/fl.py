@@ -17,6 +17,18 @@ Sub-chains (edge):
 - ``submit_update`` records a device's local model (its last step);
 - ``record_aggregate`` records the edge aggregate and which updates it used.
 
+Decentralised rounds (seed 002 §5.2.2 steps 13–17; no edge aggregator):
+- every ``submit_update`` is listed in ``round_updates/<stage>``, and the height
+  of a round's first update starts its deadline (``round_start/<stage>``);
+- ``close_round`` fixes ``closed/<round>``, the updates every device must
+  aggregate, once every device of the chain's registry has submitted or the
+  deadline (first update + ``DEADLINE_BLOCKS``) has passed; later updates of
+  that round are refused;
+- ``vote`` is step 16's VoteReputation: a device scores a peer's closed update
+  (basis points), kept per voter and summed per device (``reputation/<addr>``);
+- ``record_view`` is the hash of a device's own global model after the round
+  (step 17), so that devices' agreement can be checked on chain.
+
 An edge may aggregate its devices k times per cloud round (``sub_round`` 1..k):
 sub-round 1 starts from the global model, sub-round j > 1 from the edge's
 sub-round j-1 aggregate. Only hashes live on chain; the models and readings
@@ -28,10 +40,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedledger.contracts.base import Context, Contract, arg, register
+from fedledger.contracts.base import Context, Contract, arg, register, state_key
 from fedledger.contracts.identity import lookup_identity, require_role
 from fedledger.crypto.hashing import tagged_hash
-from fedledger.crypto.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain, is_valid
+from fedledger.crypto.keys import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain, address_of, is_valid
 
 fl = register(Contract("fl"))
 HASH = 32
@@ -39,6 +51,10 @@ MAX_PARENTS = 256
 MAX_UPDATES = 4096
 MAX_READERS = 64
 MAX_SUB_ROUNDS = 100
+# Blocks a decentralised round stays open after its first update before any device may close it without
+# waiting for the missing devices: about a minute at the microchain's default 200 ms slot.
+DEADLINE_BLOCKS = 300
+MAX_SCORE = 10_000  # vote scores are basis points
 
 
 def stage(round_: int, sub_round: int) -> str:
@@ -209,6 +225,7 @@ def submit_update(ctx: Context, args: Any) -> None:
     blob = arg(args, "blob", bytes, size=HASH) if "blob" in args else model
     steps = arg(args, "steps", int) if "steps" in args else 0
     ctx.require(samples > 0, "samples must be positive")
+    ctx.require(ctx.get(f"closed/{stage(round_, sub)}") is None, f"round {stage(round_, sub)} is closed")
     where = f"{stage(round_, sub)}/{ctx.address.hex()}"
     key = f"update/{where}"
     ctx.require(ctx.get(key) is None, "this device already submitted an update for the round")
@@ -221,6 +238,7 @@ def submit_update(ctx: Context, args: Any) -> None:
     ctx.put(key, record)
     ctx.put(f"update_tx/{ctx.tx_hash.hex()}", record)
     _index_model(ctx, model)
+    _list_round_update(ctx, stage(round_, sub))
 
 
 def _index_model(ctx: Context, model: bytes) -> None:
@@ -265,3 +283,100 @@ def record_aggregate(ctx: Context, args: Any) -> None:
                                                 "blob": blob, "samples": samples, "updates": updates,
                                                 "edge": ctx.sender, "tx": ctx.tx_hash})
     _index_model(ctx, model)
+
+
+def _list_round_update(ctx: Context, label: str) -> None:
+    """``round_updates/<stage>``: every update of a device round, in commit order (seed 002 step 13)."""
+    key = f"round_updates/{label}"
+    listed = ctx.get(key) or []
+    ctx.require(len(listed) < MAX_UPDATES, f"round {label} already holds {MAX_UPDATES} updates")
+    if not listed:
+        ctx.put(f"round_start/{label}", ctx.height)
+    ctx.put(key, [*listed, ctx.tx_hash])
+
+
+def _chain_devices(ctx: Context) -> list[str]:
+    """Addresses (hex) of the devices the identity registry homes on this chain."""
+    prefix = state_key("identity", "id/")
+    out = []
+    for raw in ctx.state.keys_with_prefix(prefix):
+        address = raw[len(prefix):].decode()
+        ident = ctx.get(f"id/{address}", contract="identity")
+        if ident["role"] == "device" and ident["home_chain"] == ctx.chain_id:
+            out.append(address)
+    return out
+
+
+def _closed(ctx: Context, round_: int) -> Any:
+    closed = ctx.get(f"closed/{stage(round_, 1)}")
+    ctx.require(closed is not None, f"round {round_} is not closed (fl.close_round)")
+    return closed
+
+
+@fl.method
+def close_round(ctx: Context, args: Any) -> None:
+    """Seed 002 §5.2.2 step 14: end a decentralised round and fix the updates every device aggregates.
+
+    Allowed once every device the registry homes on this chain has submitted its update, or once the
+    chain is ``DEADLINE_BLOCKS`` past the round's first update; any device of the chain (or its edge)
+    may close. ``closed/<round>`` lists the round's updates at closing, in commit order.
+    """
+    require_role(ctx, "device", "edge")
+    round_ = arg(args, "round", int)
+    label = stage(round_, 1)
+    ctx.require(ctx.get(f"closed/{label}") is None, f"round {round_} is already closed")
+    updates = ctx.get(f"round_updates/{label}") or []
+    ctx.require(bool(updates), f"round {round_} has no update to close on")
+    missing = [a for a in _chain_devices(ctx) if ctx.get(f"update/{label}/{a}") is None]
+    deadline = ctx.get(f"round_start/{label}") + DEADLINE_BLOCKS
+    ctx.require(not missing or ctx.height >= deadline,
+                f"{len(missing)} device(s) have not submitted for round {round_} and its deadline is "
+                f"height {deadline}")
+    ctx.put(f"closed/{label}", {"round": round_, "updates": updates, "height": ctx.height,
+                                "deadline": deadline, "missing": len(missing), "closer": ctx.sender,
+                                "tx": ctx.tx_hash})
+
+
+@fl.method
+def vote(ctx: Context, args: Any) -> None:
+    """Seed 002 §5.2.2 step 16, VoteReputation(addr, score): a device scores a peer's update of a closed round.
+
+    ``score`` is 0..``MAX_SCORE`` basis points; one vote per voter and update, never on one's own.
+    """
+    require_role(ctx, "device")
+    round_ = arg(args, "round", int)
+    update_tx = arg(args, "update_tx", bytes, size=HASH)
+    score = arg(args, "score", int)
+    ctx.require(0 <= score <= MAX_SCORE, f"score must be 0..{MAX_SCORE} basis points")
+    ctx.require(update_tx in _closed(ctx, round_)["updates"],
+                f"update {update_tx.hex()[:16]}… is not in round {round_}'s closed set")
+    up = ctx.get(f"update_tx/{update_tx.hex()}")
+    ctx.require(up["device"] != ctx.sender, "a device may not vote on its own update")
+    key = f"vote/{round_}/{update_tx.hex()}/{ctx.address.hex()}"
+    ctx.require(ctx.get(key) is None, "this device already voted on this update")
+    ctx.put(key, {"round": round_, "update_tx": update_tx, "device": up["device"], "voter": ctx.sender,
+                  "score": score, "height": ctx.height, "tx": ctx.tx_hash})
+    rep_key = f"reputation/{address_of(up['device']).hex()}"
+    rep = ctx.get(rep_key) or {"sum": 0, "count": 0}
+    ctx.put(rep_key, {"sum": rep["sum"] + score, "count": rep["count"] + 1})
+
+
+@fl.method
+def record_view(ctx: Context, args: Any) -> None:
+    """Seed 002 §5.2.2 step 17: H(a device's own global model after a closed round), once per device.
+
+    Optional ``blob`` is where the (sealed) view is stored; optional ``updates`` are the closed updates
+    the device found valid and averaged.
+    """
+    require_role(ctx, "device")
+    round_ = arg(args, "round", int)
+    model = arg(args, "model", bytes, size=HASH)
+    blob = arg(args, "blob", bytes, size=HASH) if "blob" in args else model
+    closed = _closed(ctx, round_)["updates"]
+    used = arg(args, "updates", list) if "updates" in args else []
+    ctx.require(all(tx in closed for tx in used), "a listed update is not in the round's closed set")
+    ctx.require(len(set(used)) == len(used), "an update is listed twice")
+    key = f"view/{round_}/{ctx.address.hex()}"
+    ctx.require(ctx.get(key) is None, f"this device already recorded its view of round {round_}")
+    ctx.put(key, {"round": round_, "model": model, "blob": blob, "updates": used, "device": ctx.sender,
+                  "height": ctx.height, "tx": ctx.tx_hash})

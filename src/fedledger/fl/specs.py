@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fedledger.errors import UsageError
 
-__all__ = ["MODEL_SPECS", "ModelSpec", "model_spec"]
+__all__ = ["MODEL_SPECS", "ModelSpec", "check_model_dataset", "model_spec"]
 
 
 @dataclass(frozen=True)
@@ -126,4 +126,13 @@ def model_spec(name: str) -> ModelSpec:
     if spec is None:
         known = ", ".join(sorted(MODEL_SPECS))
         raise UsageError(f"unknown model {name!r}; known models: {known}")
+    return spec
+
+
+def check_model_dataset(model: str, dataset: str) -> ModelSpec:
+    """The spec of ``model`` if it takes ``dataset``'s samples; UsageError naming the models that do otherwise."""
+    spec = model_spec(model)
+    if dataset not in spec.datasets:
+        fits = ", ".join(sorted(n for n, s in MODEL_SPECS.items() if dataset in s.datasets)) or "none"
+        raise UsageError(f"model {model!r} does not take {dataset!r} samples; models for {dataset!r}: {fits}")
     return spec

@@ -50,6 +50,10 @@ class NodeClient:
     async def post_json(self, path: str, obj: Any, **kw: Any) -> Any:
         return await self._request("POST", path, json=obj, **kw)
 
+    async def post_bytes(self, path: str, data: bytes, **kw: Any) -> Any:
+        return await self._request("POST", path, data=data, headers={"Content-Type": "application/octet-stream"},
+                                   **kw)
+
     # -- chain ---------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         return await self.get_json("/v1/status")

@@ -40,6 +40,8 @@ SUMMARIES = {
     ("GET", "/v1/fl/job"): "Cloud: progress of the running or last job.",
     ("POST", "/v1/fl/round"): "Edge: run one round for this edge's devices and aggregate.",
     ("POST", "/v1/fl/train"): "Device pool: train this pool's devices on a verified global model.",
+    ("POST", "/v1/fl/decentralised"): "Device pool: run rounds without an aggregator; each device validates, "
+    "votes on and averages its peers' updates into its own global model.",
     ("POST", "/v1/fl/data"): "Edge: sign and record a batch of readings for a device that delegates signing.",
 }
 

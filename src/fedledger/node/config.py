@@ -20,7 +20,7 @@ from fedledger.crypto.keys import SigningKey
 from fedledger.errors import ConfigError, DecodeError
 from fedledger.ledger.genesis import Genesis
 
-ROLES = ("cloud", "edge", "devices", "validator")
+ROLES = ("cloud", "edge", "devices", "validator", "auditor")
 
 
 @dataclass

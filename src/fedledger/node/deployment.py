@@ -8,7 +8,11 @@ runs the FL job) and validator-only nodes ``cloud-vK``. Each edge sub-chain is
 a microchain run by ``validators_per_edge`` validator processes: the edge node
 itself (which also aggregates) and validator-only nodes ``edge-N-vK``. The
 validators of each chain are joined by a full mesh of signed TCP links. The
-edge operator's node holds the Rule 3 arbitrator key of its sub-chain.
+edge operator's node holds the Rule 3 arbitrator key of its sub-chain. An
+``auditor`` node holds the auditor's reader key (``auditor.key``, a reader of
+every sealed artefact) and serves model verification and training audits.
+The cloud also knows the device pools, which it drives directly in
+decentralised jobs (no edge aggregator).
 """
 
 from __future__ import annotations
@@ -96,7 +100,8 @@ def make_deployment(
     fl = dict(fl or {})
     extra = validators_per_edge - 1
     main_extra = main_validators - 1
-    ports = free_ports(1 + 2 * edges + edges * extra + main_extra + edges * validators_per_edge + main_validators)
+    ports = free_ports(2 + 2 * edges + edges * extra + main_extra + edges * validators_per_edge + main_validators)
+    auditor_port = ports.pop()
     api_ports = iter(ports[1 + 2 * edges : 1 + 2 * edges + edges * extra + main_extra])
     p2p_ports = iter(ports[1 + 2 * edges + edges * extra + main_extra :])
     cloud_key = SigningKey.generate()
@@ -143,7 +148,8 @@ def make_deployment(
     main_mesh = {k.public_key.hex(): f"127.0.0.1:{p}" for k, p in zip(main_keys, main_ports, strict=True)}
     dep.configs["cloud"] = NodeConfig(
         role="cloud", name="cloud", port=ports[0], data_dir=workdir / "cloud", key_seed=cloud_key.seed(),
-        genesis=dep.geneses[MAIN_CHAIN], peers={"edges": edge_urls}, fl={**common, "readers": [auditor.public_key.hex()]},
+        genesis=dep.geneses[MAIN_CHAIN], peers={"edges": edge_urls, "pools": pool_urls},
+        fl={**common, "readers": [auditor.public_key.hex()]},
         block_interval_ms=block_interval_ms, p2p_port=main_ports[0], chain_peers=main_mesh,
     )
     for j in range(1, main_validators):
@@ -181,6 +187,12 @@ def make_deployment(
             fl={**common, "chain_id": chain, "devices": devices, "partitions": edges * devices_per_edge,
                 "edge_key": edge_keys[i].public_key.hex()},
         )
+    dep.configs["auditor"] = NodeConfig(
+        role="auditor", name="auditor", port=auditor_port, data_dir=workdir / "auditor", key_seed=auditor.seed(),
+        main_genesis=dep.geneses[MAIN_CHAIN],
+        peers={"chains": {MAIN_CHAIN: cloud_url, **{c: edge_urls[i] for i, c in enumerate(chains)}}},
+        fl={"geneses": {c: str(dep.geneses[c]) for c in chains}},
+    )
     for name, cfg in dep.configs.items():
         path = workdir / f"{name}.json"
         _write(path, json.dumps(cfg.to_json(), indent=2).encode())

@@ -33,6 +33,10 @@ def _role_class(role: str) -> type | None:
         from fedledger.node.roles.edge import EdgeRole
 
         return EdgeRole
+    if role == "auditor":
+        from fedledger.node.roles.auditor import AuditorRole
+
+        return AuditorRole
     from fedledger.node.roles.devices import DevicePoolRole
 
     return DevicePoolRole

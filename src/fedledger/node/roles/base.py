@@ -1,4 +1,4 @@
-"""Shared wiring handed to every role."""
+"""Shared wiring handed to every role, and the FL job settings (hierarchical or decentralised)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ class RoleContext:
         return ChainView(self.client(self.peer("cloud")), load_genesis(self.cfg.main_genesis))
 
 
+MODES = ("hierarchical", "decentralised")
+
+
 @dataclass(frozen=True)
 class FLSettings:
     """The job every party agrees on: the training program (hashed into the authenticator) and how data flows.
@@ -58,7 +61,10 @@ class FLSettings:
     ``readings`` is the size of one signed data batch (one training step per batch and epoch);
     ``seal`` encrypts every artefact at rest for its readers; ``verify_steps`` is how many
     recorded training steps of each update the edge re-runs before accepting it;
-    ``delegate_signing`` lets the edge sign data batches for its (weak) devices.
+    ``delegate_signing`` lets the edge sign data batches for its (weak) devices; ``min_results`` is
+    how many results an aggregator needs (fewer fail the round; dropouts are reported, not waited for);
+    ``mode`` is ``"hierarchical"`` (edges aggregate their devices, the cloud the edges) or
+    ``"decentralised"`` (seed 002 §5.2.2: no aggregator, every device averages its peers' updates).
     """
 
     model: str = "digits-mlp"
@@ -76,6 +82,12 @@ class FLSettings:
     seal: bool = True
     verify_steps: int = 1
     delegate_signing: bool = False
+    min_results: int = 1
+    mode: str = "hierarchical"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"fl mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
     @classmethod
     def from_config(cls, fl: dict[str, Any]) -> FLSettings:

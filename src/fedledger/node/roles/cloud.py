@@ -3,10 +3,19 @@
 It opens the task on the main chain (program, dataset, the hash of its
 held-out test set, k, readers). For each round it publishes the global model
 blob (sealed for the edges, itself and the task's readers) and its
-authenticator on the main chain, asks every edge to run the round, checks and
-averages the edge aggregates by sample count, evaluates the result on its
+authenticator on the main chain, asks every edge to run the round, checks the
+edge aggregates and combines them with its strategy (FedAvg by sample count;
+edges that failed are reported to it), evaluates the result on its
 held-out test set, and publishes the next global model naming the edge
 aggregates it came from.
+
+In a decentralised job (``mode = "decentralised"``, seed 002 §5.2.2) it opens
+the task and publishes round 0 (sealed for the device pools' registered
+devices too), then asks every device pool to run the rounds itself
+(``POST /v1/fl/decentralised``): each device validates, votes on and averages
+its peers' updates into its own view. The job reports every device's view per
+round, whether each sub-chain's devices agreed, the updates they rejected, and
+the accuracy of the agreed view on the cloud's held-out test set.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -21,9 +31,9 @@ from aiohttp import web
 from fedledger.audit.crosschain import Trusted, fetch_proof, verify_cross_chain
 from fedledger.contracts.base import read_state
 from fedledger.contracts.fl import authenticator_message
-from fedledger.crypto.keys import Domain
+from fedledger.crypto.keys import Domain, address_of
 from fedledger.errors import ConfigError, FedledgerError, NotFound, UsageError, VerificationFailed
-from fedledger.fl.aggregate import fedavg
+from fedledger.fl.strategy import Failure, FedAvg, TrainRes
 from fedledger.fl.weights import Weights, decode_weights, encode_weights
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
@@ -44,6 +54,9 @@ class CloudRole:
         self.settings = FLSettings.from_config(ctx.cfg.fl)
         self.main = LocalChain(ctx.chain)
         self.edges = [ctx.client(u, timeout_s=float(ctx.cfg.fl.get("deadline_s", 300))) for u in ctx.peer_list("edges")]
+        self.pools = [ctx.client(u, timeout_s=float(ctx.cfg.fl.get("deadline_s", 300))) for u in ctx.peer_list("pools")]
+        self.device_keys: list[bytes] = []  # decentralised jobs: devices that read the round-0 model
+        self.strategy = FedAvg(min_results=self.settings.min_results)
         self.job: dict[str, Any] = {"state": "idle"}
         self._task: asyncio.Task[None] | None = None
         self.relays: dict[str, AnchorRelay] = {}
@@ -127,16 +140,20 @@ class CloudRole:
             "program": s.program_hash(), "model": s.model, "dataset": s.dataset, "test_set": info.test_hash,
             "test_samples": info.test_size, "device_rounds": s.device_rounds, "readers": self.readers,
             "config": {"partition": s.partition, "alpha": repr(s.alpha), "readings": s.readings,
-                       "seal": s.seal, "verify_steps": s.verify_steps, "program": s.program()},
+                       "seal": s.seal, "verify_steps": s.verify_steps, "program": s.program(), "mode": s.mode},
         })
+        if s.mode == "decentralised":
+            self.device_keys = await self._pool_devices()
         weights = init_weights(s.model, s.seed)
         acc = await self._evaluate(weights, test)
         model = await self._publish(0, weights, [], acc)
         self.job["accuracy_per_round"].append(acc)
+        if s.mode == "decentralised":
+            await self._decentralised(rounds, model, test)
+            return
         for round_ in range(1, rounds + 1):
             t0 = time.perf_counter()
-            parents, aggregates = await self._edge_round(round_, model)
-            weights = fedavg(aggregates)
+            parents, weights = await self._edge_round(round_, model)
             acc = await self._evaluate(weights, test)
             model = await self._publish(round_, weights, parents, acc)
             self.job["accuracy_per_round"].append(acc)
@@ -145,32 +162,37 @@ class CloudRole:
             self.job["final_model"] = model[0].hex()
             log_event(log, logging.INFO, "round done", round=round_, accuracy=acc)
 
-    async def _edge_round(self, round_: int, base: tuple[bytes, bytes]
-                          ) -> tuple[list[dict[str, Any]], list[tuple[Weights, int]]]:
+    async def _edge_round(self, round_: int, base: tuple[bytes, bytes]) -> tuple[list[dict[str, Any]], Weights]:
+        """Ask every edge for its aggregate; the strategy combines what came back, given the edges that failed.
+
+        The parents are recorded in the order they were combined, so auditors recompute the global model exactly.
+        """
         req = {"round": round_, "base": base[0].hex(), "blob": base[1].hex()}
         replies = await asyncio.gather(*(e.post_json("/v1/fl/round", req) for e in self.edges),
                                        return_exceptions=True)
-        parents, aggregates = [], []
+        parents: dict[str, dict[str, Any]] = {}
+        results, failures = [], []
         for edge, reply in zip(self.edges, replies, strict=True):
             if isinstance(reply, BaseException):
                 self.job["failures"].append({"round": round_, "edge": edge.base_url, "error": str(reply)})
+                failures.append(Failure(edge.base_url, round_, str(reply) or type(reply).__name__))
                 continue
             self.job["failures"].extend({"round": round_, **f} for f in reply.get("failures", []))
             stored = await edge.get_blob(reply["blob"])
             self.ctx.blobs.put_verified(reply["blob"], stored)
             plain = open_artefact(stored, bytes.fromhex(reply["model"]), self.key, MODEL)
-            aggregates.append((decode_weights(plain), int(reply["samples"])))
-            parents.append({"chain": reply["chain"], "tx": bytes.fromhex(reply["tx"]),
-                            "model": bytes.fromhex(reply["model"]), "samples": int(reply["samples"]),
-                            "anchor": bytes.fromhex(reply["anchor_tx"])})
-        if not aggregates:
-            raise VerificationFailed(f"round {round_}: no edge returned an aggregate")
-        return parents, aggregates
+            results.append(TrainRes(reply["chain"], decode_weights(plain), int(reply["samples"])))
+            parents[reply["chain"]] = {"chain": reply["chain"], "tx": bytes.fromhex(reply["tx"]),
+                                       "model": bytes.fromhex(reply["model"]), "samples": int(reply["samples"]),
+                                       "anchor": bytes.fromhex(reply["anchor_tx"])}
+        agg = self.strategy.aggregate(round_, results, failures)
+        return [parents[chain] for chain in agg.used], agg.weights
 
     async def _publish(self, round_: int, weights: Weights, parents: list[dict[str, Any]], acc: float
                        ) -> tuple[bytes, bytes]:
         """Store and publish a global model; ``(model hash, blob address)``."""
-        readers = self.settings.sealed_for(self.key.public_key, *self.edge_keys(), readers=self.readers)
+        readers = self.settings.sealed_for(self.key.public_key, *self.edge_keys(), *self.device_keys,
+                                           readers=self.readers)
         model, blob = store_artefact(self.ctx.blobs, encode_weights(weights), readers, MODEL)
         program = self.settings.program_hash()
         auth = self.key.sign(Domain.AUTHENTICATOR, authenticator_message(model, program, round_))
@@ -189,3 +211,66 @@ class CloudRole:
         from fedledger.fl.train import evaluate
 
         return float(await asyncio.to_thread(evaluate, self.settings.model, weights, test))
+
+    async def _pool_devices(self) -> list[bytes]:
+        """The device pools' devices (seed 002 step 9 has them read the round-0 model), each checked to be
+        registered as a device on one of the edges' sub-chains."""
+        if not self.pools:
+            raise ConfigError(f"{self.ctx.cfg.name}: a decentralised job needs peers.pools")
+        keys = []
+        for pool in self.pools:
+            for hex_key in (await pool.status()).get("device_keys", []):
+                pk = bytes.fromhex(hex_key)
+                idents = [await e.state("identity", f"id/{address_of(pk).hex()}") for e in self.edges]
+                if not any(i is not None and i["role"] == "device" for i in idents):
+                    raise VerificationFailed(f"pool {pool.base_url} lists {hex_key[:16]}…, not a registered device")
+                keys.append(pk)
+        return keys
+
+    async def _decentralised(self, rounds: int, model: tuple[bytes, bytes], test: Any) -> None:
+        """Seed 002 §5.2.2 steps 9–18: the pools run every round; collect and score the devices' views."""
+        req = {"rounds": rounds, "base": model[0].hex(), "blob": model[1].hex()}
+        timeout = float(self.ctx.cfg.fl.get("deadline_s", 300)) * (rounds + 1)
+        replies = await asyncio.gather(
+            *(p.post_json("/v1/fl/decentralised", req, timeout_s=timeout) for p in self.pools), return_exceptions=True
+        )
+        by_round: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for pool, reply in zip(self.pools, replies, strict=True):
+            if isinstance(reply, BaseException):
+                self.job["failures"].append({"pool": pool.base_url, "error": str(reply) or type(reply).__name__})
+                continue
+            self.job["failures"].extend(reply.get("failures", []))
+            for rnd in reply["rounds"]:
+                by_round.setdefault(int(rnd["round"]), []).append((reply["chain"], rnd))
+        if not by_round:
+            raise VerificationFailed("no device pool completed a decentralised round")
+        self.job.update(views=[], agreed=[], rejected=[])
+        for round_ in sorted(by_round):
+            chains = {chain: rnd["devices"] for chain, rnd in by_round[round_] if rnd["devices"]}
+            self.job["views"].append({"round": round_, "chains": {
+                chain: {name: d["model"] for name, d in devices.items()} for chain, devices in chains.items()}})
+            self.job["agreed"].append(bool(chains) and all(
+                len({d["model"] for d in devices.values()}) == 1 for devices in chains.values()))
+            self.job["rejected"].extend({"round": round_, "chain": chain, "by": name, **r}
+                                        for chain, devices in chains.items()
+                                        for name, d in devices.items() for r in d["rejected"])
+            accs = [await self._view_accuracy(chain, devices, test) for chain, devices in chains.items()]
+            self.job["accuracy_per_round"].append(sum(accs) / len(accs) if accs else 0.0)
+            self.job["round"] = round_
+            log_event(log, logging.INFO, "decentralised round done", round=round_,
+                      agreed=self.job["agreed"][-1], accuracy=self.job["accuracy_per_round"][-1])
+
+    async def _view_accuracy(self, chain: str, devices: dict[str, Any], test: Any) -> float:
+        """Accuracy on the held-out test set of a sub-chain's most common view (sealed for the task owner)."""
+        model, _ = Counter(d["model"] for d in devices.values()).most_common(1)[0]
+        blob = next(d["blob"] for d in devices.values() if d["model"] == model)
+        relay = self.relays.get(chain)
+        edges = [relay.target.client] if relay is not None else self.edges
+        for edge in edges:
+            try:
+                stored = await edge.get_blob(blob)
+            except NotFound:
+                continue
+            weights = decode_weights(open_artefact(stored, bytes.fromhex(model), self.key, MODEL))
+            return await self._evaluate(weights, test)
+        raise NotFound(f"no edge holds the {chain} view {model[:16]}…")

@@ -13,12 +13,19 @@ previous sub-round aggregate on the sub-chain), trains in recorded steps
 (seed 000 §V-B: one ``fl.record_step`` per step, each intermediate model
 stored), uploads its sealed update to its edge and records ``fl.submit_update``
 naming the last step.
+
+``POST /v1/fl/decentralised`` runs rounds without an aggregator (seed 002
+§5.2.2 steps 9–18; ``peers.py``): after each round every device fetches and
+validates all of its peers' updates, votes on them, and averages the valid
+ones into its own view of the global model, which it trains from next. Its
+updates are then sealed for the pool's devices too (its peers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +37,7 @@ from fedledger.errors import ConfigError, FedledgerError, UsageError, Verificati
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext, fetch_task, task_readers
+from fedledger.node.roles.peers import PeerRounds
 from fedledger.node.submit import RemoteChain
 from fedledger.storage.artefacts import DATA, MODEL, open_artefact, seal_artefact
 
@@ -69,8 +77,11 @@ class DevicePoolRole:
         self.edge = ctx.client(ctx.peer("edge"))
         self.sub = RemoteChain(self.edge, self.chain_id)
         self._collected = asyncio.Lock()
+        self.peers = PeerRounds(self)
         ctx.api.app.router.add_post("/v1/fl/train", self.handle_train)
-        ctx.api.status_extra = lambda: {"devices": len(self.devices)}
+        ctx.api.app.router.add_post("/v1/fl/decentralised", self.handle_decentralised)
+        ctx.api.status_extra = lambda: {"devices": len(self.devices),
+                                        "device_keys": [d.key.public_key.hex() for d in self.devices]}
 
     async def handle_train(self, request: web.Request) -> web.Response:
         body = await read_json(request)
@@ -83,10 +94,23 @@ class DevicePoolRole:
             raise UsageError(f"bad train request: {exc}") from None
         return web.json_response(await self.train_round(round_, base, blob, sub_round))
 
-    def readers(self, task: dict[str, Any], device: Device) -> list[bytes] | None:
-        """Who may open this device's artefacts: itself, its edge and the task's readers (None: plain)."""
+    async def handle_decentralised(self, request: web.Request) -> web.Response:
+        """Seed 002 §5.2.2: ``{"rounds", "base", "blob"}``, rounds without an aggregator (``peers.py``)."""
+        body = await read_json(request)
+        try:
+            rounds = body["rounds"]
+            base = bytes.fromhex(body["base"])
+            blob = bytes.fromhex(body.get("blob") or body["base"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"bad decentralised request: {exc}") from None
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= 1000:
+            raise UsageError("rounds must be an integer from 1 to 1000")
+        return web.json_response(await self.peers.run(rounds, base, blob))
+
+    def readers(self, task: dict[str, Any], device: Device, *peers: bytes) -> list[bytes] | None:
+        """Who may open this device's artefacts: itself, its edge, ``peers`` and the task's readers (None: plain)."""
         edge = [self.edge_key] if self.edge_key else []
-        return self.settings.sealed_for(device.key.public_key, *edge, readers=task_readers(task))
+        return self.settings.sealed_for(device.key.public_key, *edge, *peers, readers=task_readers(task))
 
     async def train_round(self, round_: int, base: bytes, blob: bytes, sub_round: int = 1) -> dict[str, Any]:
         from fedledger.audit.chainview import verify_global_model
@@ -149,7 +173,12 @@ class DevicePoolRole:
         return bytes.fromhex(out["tx"])
 
     async def _train_device(self, task: dict[str, Any], device: Device, round_: int, sub_round: int,
-                            base: bytes, weights: Any) -> dict[str, Any]:
+                            base: bytes, weights: Any, peers: Sequence[bytes] = (),
+                            update_blob: bytes | None = None) -> dict[str, Any]:
+        """Train in recorded steps and record the update; artefacts are also sealed for ``peers``.
+
+        ``update_blob`` (fault injection for tests only) replaces the update's blob address.
+        """
         from fedledger.crypto.hashing import tagged_hash
         from fedledger.fl.steps import train_steps
         from fedledger.fl.weights import encode_weights
@@ -157,7 +186,7 @@ class DevicePoolRole:
         program = self.settings.program()
         steps = await asyncio.to_thread(train_steps, program, weights, device.batches,
                                         device=device.key.public_key, round_=round_, sub_round=sub_round)
-        readers = self.readers(task, device)
+        readers = self.readers(task, device, *peers)
         for step in steps:
             _, stored = seal_artefact(encode_weights(step.weights), readers, MODEL)
             address = bytes.fromhex(await self.edge.put_blob(stored))
@@ -169,6 +198,7 @@ class DevicePoolRole:
         last = steps[-1]
         samples = sum(len(b.data) for b in device.batches)
         data = tagged_hash("fedledger/data-batches", b"".join(b.data_hash for b in device.batches))
+        address = update_blob or address
         tx_hash = await self.sub.submit(device.key, "fl", "submit_update", {
             "round": round_, "sub_round": sub_round, "base": base, "model": last.model, "blob": address,
             "samples": samples, "data": data, "steps": len(steps),

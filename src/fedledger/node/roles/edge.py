@@ -7,8 +7,10 @@ A round, as data flows (seed 004 §III-A, seed 000 §V):
    (with a deadline: a late or failed pool is reported, not waited for), wait
    for the devices' ``submit_update`` transactions, check every update against
    its record and re-run ``verify_steps`` of its recorded training steps
-   (seed 000 §V-B: peers verify M_(i+1) before accepting it), FedAvg by sample
-   count, seal and store the aggregate, ``record_aggregate``; sub-round j+1
+   (seed 000 §V-B: peers verify M_(i+1) before accepting it), hand the
+   accepted updates and the failures to its strategy (FedAvg by sample count,
+   at least ``min_results`` updates), seal and store the aggregate,
+   ``record_aggregate`` listing the updates in the order they were combined; sub-round j+1
    starts from sub-round j's aggregate;
 3. wait until a quorum-signed anchor of the sub-chain at or above the last
    aggregate's block reaches the main chain (Type-II, ``interlock.anchor_subchain``;
@@ -31,7 +33,7 @@ from fedledger.contracts.base import read_state
 from fedledger.contracts.fl import data_message, stage
 from fedledger.crypto.keys import Domain, address_of
 from fedledger.errors import ConfigError, FedledgerError, UsageError, VerificationFailed
-from fedledger.fl.aggregate import fedavg
+from fedledger.fl.strategy import Failure, FedAvg, TrainRes
 from fedledger.fl.weights import Weights, decode_weights, encode_weights
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
@@ -52,6 +54,7 @@ class EdgeRole:
         self.key = ctx.cfg.key
         self.settings = FLSettings.from_config(ctx.cfg.fl)
         self.deadline_s = float(ctx.cfg.fl.get("deadline_s", 120))
+        self.strategy = FedAvg(min_results=self.settings.min_results)
         self.sub = LocalChain(ctx.chain)
         self.cloud = ctx.client(ctx.peer("cloud"))
         self.pools = [ctx.client(u, timeout_s=self.deadline_s) for u in ctx.peer_list("devices")]
@@ -115,18 +118,19 @@ class EdgeRole:
 
     async def _device_round(self, round_: int, sub_round: int, base: bytes, blob: bytes, weights: Weights,
                             readers: list[bytes] | None, failures: list[Any]) -> dict[str, Any]:
+        before = len(failures)
         updates = await self._collect_updates(round_, sub_round, base, blob, weights, failures)
-        if not updates:
-            raise VerificationFailed(f"round {round_}.{sub_round}: no device update arrived in time")
-        results = [(w, int(up["samples"])) for up, w in updates]
-        model, address = store_artefact(self.ctx.blobs, encode_weights(fedavg(results)), readers, MODEL)
-        samples = sum(n for _, n in results)
+        by_device = {up["device_key"]: up for up, _ in updates}
+        agg = self.strategy.aggregate(  # the updates are recorded in the order they were combined
+            round_, [TrainRes(up["device_key"], w, int(up["samples"])) for up, w in updates],
+            [Failure(str(f.get("device") or f.get("pool")), round_, str(f["error"])) for f in failures[before:]])
+        model, address = store_artefact(self.ctx.blobs, encode_weights(agg.weights), readers, MODEL)
         agg_tx = await self.sub.call(self.key, "fl", "record_aggregate", {
             "round": round_, "sub_round": sub_round, "base": base, "model": model, "blob": address,
-            "samples": samples, "updates": [bytes.fromhex(up["tx"]) for up, _ in updates],
+            "samples": agg.num_samples, "updates": [bytes.fromhex(by_device[d]["tx"]) for d in agg.used],
         })
-        return {"tx": agg_tx.hex(), "model": model.hex(), "blob": address.hex(), "samples": samples,
-                "updates": len(updates)}
+        return {"tx": agg_tx.hex(), "model": model.hex(), "blob": address.hex(), "samples": agg.num_samples,
+                "updates": len(agg.used)}
 
     async def _collect_updates(self, round_: int, sub_round: int, base: bytes, blob: bytes, weights: Weights,
                                failures: list[Any]) -> list[tuple[dict[str, Any], Weights]]:
@@ -171,6 +175,7 @@ class EdgeRole:
                 if problem:
                     raise VerificationFailed(f"training step {index} does not verify: {problem}")
         up["samples"] = args["samples"]
+        up["device_key"] = tx.sender.hex()
         return update
 
     def _open(self, address: bytes, plain_hash: bytes, context: bytes) -> bytes:
