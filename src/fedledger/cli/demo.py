@@ -45,6 +45,9 @@ MARKER = ".fedledger-demo"
               help="k: device rounds each edge aggregates per cloud round.")
 @click.option("--epochs", type=click.IntRange(1, 100), default=2, show_default=True, help="Local epochs per device round.")
 @click.option("--delegate-signing", is_flag=True, help="Edges sign the devices' data batches (weak devices).")
+@click.option("--mode", type=click.Choice(["hierarchical", "decentralised"]), default="hierarchical",
+              show_default=True, help="decentralised: no aggregator; every device averages its peers' updates "
+              "into its own view (seed 002 §5.2.2).")
 @click.option("--serve", is_flag=True,
               help="Keep the nodes running after the job (for `fedledger verify`/`audit`) until Ctrl-C.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=Path("report.json"),
@@ -53,7 +56,7 @@ MARKER = ".fedledger-demo"
               help="Accumulator modulus from `fedledger ceremony modulus --out FILE` (default: RSA-2048).")
 def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: str, dataset: str,
          data_dir: Path | None, partition: str, alpha: float, device_rounds: int, epochs: int,
-         delegate_signing: bool, serve: bool, report_path: Path, modulus_file: Path | None) -> None:
+         delegate_signing: bool, mode: str, serve: bool, report_path: Path, modulus_file: Path | None) -> None:
     """Run a small hierarchical federated-learning job end to end and verify it."""
     from fedledger.fl.datasets import load_dataset
     from fedledger.fl.specs import check_model_dataset
@@ -66,7 +69,7 @@ def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: s
         raise UsageError(f"{dataset} has {info.train_size} training samples, fewer than the "
                          f"{edges * devices_per_edge} devices")
     fl = {"model": model, "dataset": dataset, "partition": partition, "alpha": alpha, "device_rounds": device_rounds,
-          "epochs": epochs, "delegate_signing": delegate_signing,
+          "epochs": epochs, "delegate_signing": delegate_signing, "mode": mode,
           **({"data_dir": str(data_dir.resolve())} if data_dir else {})}
     console = Console()
     accumulator = _ceremony_modulus(modulus_file) if modulus_file else None
@@ -84,7 +87,8 @@ def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: s
         console.print(f"[green]✓[/] {len(dep.configs)} node processes up: main chain ({main} BFT validators), "
                       f"{edges} edges with their sub-chain validators, {edges} device pools "
                       f"({edges * devices_per_edge} devices)")
-        report = asyncio.run(_run(dep, rounds, console))
+        report = asyncio.run(_run(dep, rounds, console) if mode == "hierarchical" else
+                             _run_decentralised(dep, rounds, console))
         report["elapsed_s"] = round(time.perf_counter() - t0, 2)
         report_path.write_text(json.dumps(report, indent=2))
         _print_summary(console, report, report_path)
@@ -92,6 +96,10 @@ def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: s
             _serve(console, dep, report)
     finally:
         sup.stop_all()
+    if mode == "decentralised":
+        if not all(report["views_agree"]):
+            raise VerificationFailed("honest devices' views of the global model differ")
+        return
     if not report["lineage_verified"]:
         raise VerificationFailed(f"lineage verification failed: {report['lineage']['reason']}")
     if not report["training_audit"]["ok"]:
@@ -132,6 +140,21 @@ def _prepare_workdir(workdir: Path) -> None:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     (workdir / MARKER).write_text("scratch directory of `fedledger demo`; recreated on every run\n")
+
+
+async def _run_decentralised(dep: Any, rounds: int, console: Console) -> dict[str, Any]:
+    """Seed 002 §5.2.2: the pools run the rounds; every device keeps and records its own view."""
+    from fedledger.net.client import NodeClient
+
+    async with aiohttp.ClientSession() as session:
+        cloud = NodeClient(dep.url("cloud"), session)
+        await cloud.post_json("/v1/fl/job", {"rounds": rounds})
+        job = await _follow_job(cloud, rounds, console)
+    if job["state"] != "done":
+        raise VerificationFailed(f"the FL job failed: {job.get('error', job['state'])}")
+    return {"mode": "decentralised", "rounds": rounds, "accuracy_per_round": job["accuracy_per_round"],
+            "views": job["views"], "views_agree": job["agreed"], "rejected": job["rejected"],
+            "failures": job["failures"]}
 
 
 async def _run(dep: Any, rounds: int, console: Console) -> dict[str, Any]:
@@ -201,6 +224,16 @@ def _print_summary(console: Console, report: dict[str, Any], path: Path) -> None
     for r, acc in enumerate(report["accuracy_per_round"]):
         table.add_row(str(r), f"{acc:.3f}")
     console.print(table)
+    if report.get("mode") == "decentralised":
+        for r, (agree, views) in enumerate(zip(report["views_agree"], report["views"], strict=True), start=1):
+            per_chain = {c: len(set(v.values())) for c, v in views["chains"].items()}
+            devices = sum(len(v) for v in views["chains"].values())
+            verdict = "[bold green]agree[/]" if agree else "[bold red]DIFFER[/]"
+            console.print(f"round {r}: the views of {devices} devices {verdict} "
+                          f"(distinct views per sub-chain: {per_chain})")
+        console.print(f"updates rejected by peers: {len(report['rejected'])}")
+        console.print(f"report written to {path} ({report['elapsed_s']} s)")
+        return
     chains = ", ".join(f"{c}: height {h}, {report['tx_counts'][c]} txs" for c, h in report["chain_heights"].items())
     console.print(f"chains: {chains}")
     lin = report["lineage"]
