@@ -51,3 +51,18 @@ def test_demo_refuses_a_workdir_it_did_not_create(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "not a demo directory" in out.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "digits-mlp", "--dataset", "digits28"], "does not take 'digits28' samples"),
+    (["--model", "mudfl-cnn", "--dataset", "mnist"], "--data-dir"),
+])
+def test_demo_refuses_bad_data_settings_before_starting_anything(tmp_path: Path, args: list[str],
+                                                                 message: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "fedledger.cli.main", "demo", "--workdir", str(tmp_path / "run"), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()

@@ -475,3 +475,40 @@ def ceremony(bits: int, parties: int, quick: bool, seed: str | None, json_only: 
     if not json_only:
         click.echo(bc.table(result))
     click.echo(json.dumps(result, sort_keys=True))
+
+
+@bench.command("fl")
+@click.option("--model", default="digits-mlp", show_default=True,
+              help="Model to train (mudfl-cnn: seed 004's 431,080-parameter CNN, with --dataset digits28).")
+@click.option("--dataset", default="digits", show_default=True, help="digits, digits28, mnist1d or mnist.")
+@click.option("--data-dir", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the MNIST files are (--dataset mnist only).")
+@click.option("--edges", default=2, show_default=True, type=click.IntRange(1, 64), help="Edges, one sub-chain each.")
+@click.option("--devices", default=None, type=click.IntRange(1),
+              help="Devices per edge (default 5; 3 with --quick).")
+@click.option("--rounds", default=None, type=click.IntRange(1), help="Cloud rounds (default 5; 2 with --quick).")
+@click.option("--device-rounds", "device_rounds", default=1, show_default=True, type=click.IntRange(1, 100),
+              help="k: edge aggregations per cloud round.")
+@click.option("--epochs", default=None, type=click.IntRange(1),
+              help="Local epochs per device round (default 2; 1 with --quick).")
+@click.option("--partition", type=click.Choice(["iid", "dirichlet", "shards"]), default="iid", show_default=True)
+@click.option("--readings", default=32, show_default=True, type=click.IntRange(1),
+              help="Samples per recorded data batch: one recorded training step per batch and epoch.")
+@click.option("--verify-steps", "verify_steps", default=0, show_default=True, type=click.IntRange(0),
+              help="Recorded steps per update the edge re-runs inside the rounds (0: one, outside them).")
+@click.option("--no-seal", is_flag=True, help="Store artefacts plain instead of sealed (AES-256-GCM).")
+@click.option("--quick", is_flag=True, help="2 rounds, 3 devices per edge, 1 epoch (well under a minute).")
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+def fl_bench(model: str, dataset: str, data_dir: Path | None, edges: int, devices: int | None, rounds: int | None, device_rounds: int,
+             epochs: int | None, partition: str, readings: int, verify_steps: int, no_seal: bool, quick: bool,
+             json_only: bool) -> None:
+    """Hierarchical FedAvg with and without the ledger: overhead per stage, accuracy, centralised baseline."""
+    from fedledger.cli import bench_fl as bf
+
+    opts = bf.options(model, dataset, data_dir, edges, devices, rounds, device_rounds, epochs, partition,
+                      readings, verify_steps, not no_seal, quick)
+    console = Console(stderr=True, quiet=json_only)
+    result = bf.run(opts, console)
+    if not json_only:
+        click.echo(bf.table(result))
+    click.echo(json.dumps(result, sort_keys=True))
