@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from clusterlib import get
+from clusterlib import get, post, running, wait_job
 from fedledger.cli.main import main
 from fedledger.contracts.fl import data_message, step_digest
 from fedledger.crypto.keys import Domain, SigningKey
@@ -28,7 +27,6 @@ from fedledger.node.config import load_genesis
 from fedledger.node.deployment import Deployment, make_deployment
 from fedledger.node.roles.base import FLSettings
 from fedledger.node.submit import RemoteChain
-from fedledger.node.supervisor import Supervisor
 from fedledger.storage.artefacts import DATA, MODEL, open_artefact, seal_artefact
 
 pytestmark = pytest.mark.slow
@@ -43,30 +41,16 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Any:
     fl = {"epochs": 1, "device_rounds": K, "delegate_signing": True, "readings": 48}
     dep = make_deployment(workdir, edges=1, devices_per_edge=DEVICES, fl=fl, validators_per_edge=1,
                           main_validators=1)
-    sup = Supervisor(workdir / "logs")
-    try:
-        for name, path in dep.config_paths.items():
-            sup.start(name, path)
-        for name in dep.configs:
-            sup.wait_ready(name, dep.url(name))
-        asyncio.run(_start(dep))
-        deadline = time.monotonic() + 240
-        while (state := get(dep.url("cloud") + "/v1/fl/job"))["state"] == "running":
-            assert time.monotonic() < deadline, "job did not finish"
-            time.sleep(0.3)
+    with running(dep):
+        status, state = post(dep.url("cloud") + "/v1/fl/job", {"rounds": ROUNDS})
+        assert status == 202, state
+        state = wait_job(dep, 240)
         assert state["state"] == "done", state
         final = get(dep.url("cloud") + f"/v1/state/fl/model/{ROUNDS}")["value"]
         model_file = workdir / "final-model.bin"
         stored = asyncio.run(_blob(dep.url("cloud"), final["blob"]))
         model_file.write_bytes(open_artefact(stored, bytes.fromhex(final["model"]), dep.auditor(), MODEL))
         yield dep, final, model_file
-    finally:
-        sup.stop_all()
-
-
-async def _start(dep: Deployment) -> None:
-    async with aiohttp.ClientSession() as s:
-        await NodeClient(dep.url("cloud"), s).post_json("/v1/fl/job", {"rounds": ROUNDS})
 
 
 async def _blob(url: str, address: str) -> bytes:

@@ -8,11 +8,9 @@ a multi-process run checks that honest devices agree and reject a faulty peer.
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,29 +19,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import CHAIN_ID, Keys
+from clusterlib import get, running, wait_job
+from clusterlib import post as post_json
+from conftest import Keys
 from fedledger.contracts import fl as fl_contract
 from fedledger.contracts.base import read_state
-from fedledger.crypto.hashing import tagged_hash
 from fedledger.crypto.keys import SigningKey, address_of
 from fedledger.errors import VerificationFailed
 from fedledger.fl.aggregate import fedavg
 from fedledger.fl.peer import MAX_SCORE, PeerView, UpdateRecord, build_view, vote_scores
 from fedledger.fl.weights import Weights, decode_weights, encode_weights, weights_hash
-from fedledger.ledger import ChainState, Receipt, apply_block, make_tx, propose_block
-from fedledger.ledger.chain import account_nonce
-
-
-def h32(label: str) -> bytes:
-    return tagged_hash("test", label.encode())
-
-
-def call(chain: ChainState, keys: Keys, sender: SigningKey, method: str, args: Any) -> Receipt:
-    tx = make_tx(sender, CHAIN_ID, account_nonce(chain.state, sender.address), "fl", method, args, 1)
-    block, rejected = propose_block(chain, [tx], keys.validator, chain.head.timestamp + 1)
-    assert not rejected
-    (receipt,) = apply_block(chain, block)
-    return receipt
+from fedledger.ledger import ChainState, Receipt, apply_block, propose_block
+from test_fl_contract import call, h32
 
 
 def empty_block(chain: ChainState, keys: Keys) -> None:
@@ -294,14 +281,9 @@ def test_peer_core_imports_no_torch() -> None:
 FAULTY = "device-1-2"
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def _state(url: str, key: str) -> Any:
     try:
-        return _get(f"{url}/v1/state/fl/{key}")["value"]
+        return get(f"{url}/v1/state/fl/{key}")["value"]
     except urllib.error.HTTPError as err:
         if err.code == 404:
             return None
@@ -316,21 +298,12 @@ def _blob(url: str, address: str) -> bytes:
 @pytest.fixture(scope="module")
 def peer_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from fedledger.node.deployment import make_deployment
-    from fedledger.node.supervisor import Supervisor
 
     workdir = tmp_path_factory.mktemp("decentralised")
     dep = make_deployment(workdir, edges=1, devices_per_edge=4, validators_per_edge=2, main_validators=1,
                           fl={"epochs": 1, "mode": "decentralised", "faulty": {FAULTY: "bad-blob"}})
-    needed = [n for n, c in dep.configs.items() if c.role in ("cloud", "validator", "edge", "devices")]
-    sup = Supervisor(workdir / "logs")
-    try:
-        for name in needed:
-            sup.start(name, dep.config_paths[name])
-        for name in needed:
-            sup.wait_ready(name, dep.url(name))
+    with running(dep, [n for n, c in dep.configs.items() if c.role != "auditor"]):
         yield dep
-    finally:
-        sup.stop_all()
 
 
 @pytest.mark.slow
@@ -343,14 +316,9 @@ def test_decentralised_devices_agree_and_reject_a_faulty_peer(peer_cluster: Any)
 
     dep = peer_cluster
     cloud, edge = dep.url("cloud"), dep.url("edge-1")
-    req = urllib.request.Request(cloud + "/v1/fl/job", data=json.dumps({"rounds": 2}).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 202
-    deadline = time.monotonic() + 600
-    while (job := _get(cloud + "/v1/fl/job"))["state"] == "running":
-        assert time.monotonic() < deadline, job
-        time.sleep(0.5)
+    status, job = post_json(cloud + "/v1/fl/job", {"rounds": 2})
+    assert status == 202, job
+    job = wait_job(dep, 600)
     assert job["state"] == "done", job
     assert job["agreed"] == [True, True], job["views"]
     assert not job["failures"], job["failures"]
@@ -359,7 +327,7 @@ def test_decentralised_devices_agree_and_reject_a_faulty_peer(peer_cluster: Any)
                for d in dep.configs["devices-1"].fl["devices"]}
     honest = [n for n in devices if n != FAULTY]
     auditor = dep.auditor()
-    base = _get(cloud + "/v1/state/fl/model/0")["value"]["model"]
+    base = get(cloud + "/v1/state/fl/model/0")["value"]["model"]
     for round_ in (1, 2):
         views = {n: _state(edge, f"view/{round_}/{k.address.hex()}") for n, k in devices.items()}
         assert len({views[n]["model"] for n in honest}) == 1, views
@@ -401,17 +369,11 @@ def test_pool_refuses_a_bad_decentralised_request(peer_cluster: Any) -> None:
     pool = peer_cluster.url("devices-1")
 
     def post(body: dict[str, Any]) -> tuple[int, Any]:
-        req = urllib.request.Request(pool + "/v1/fl/decentralised", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+        return post_json(pool + "/v1/fl/decentralised", body, 60)
 
     status, body = post({"rounds": 0, "base": "ab" * 32})
     assert status == 400 and "rounds must be" in body["error"]
-    if _get(peer_cluster.url("cloud") + "/v1/fl/job")["state"] != "done":
+    if get(peer_cluster.url("cloud") + "/v1/fl/job")["state"] != "done":
         pytest.skip("depends on the job of the previous test (an open task)")
     status, body = post({"rounds": 1, "base": "ab" * 32})
     assert status == 422 and "not the round-0 global model" in body["error"]

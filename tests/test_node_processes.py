@@ -17,44 +17,19 @@ from typing import Any
 import aiohttp
 import pytest
 
+from clusterlib import get, post, running, wait_job
 from fedledger.audit.chainview import ChainView
 from fedledger.audit.lineage import LineageVerifier
 from fedledger.net.client import NodeClient
 from fedledger.node.config import load_genesis
 from fedledger.node.deployment import Deployment, make_deployment
-from fedledger.node.supervisor import Supervisor
 
 pytestmark = pytest.mark.slow
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def _wait_job(dep: Deployment, timeout_s: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = _get(dep.url("cloud") + "/v1/fl/job")
-        if job["state"] != "running":
-            return job  # type: ignore[no-any-return]
-        time.sleep(0.2)
-    raise AssertionError("job did not finish")
-
-
 def _headers(url: str) -> list[str]:
-    height = _get(url + "/v1/status")["height"]
-    return _get(url + f"/v1/headers?start=0&end={height}")["headers"]  # type: ignore[no-any-return]
+    height = get(url + "/v1/status")["height"]
+    return get(url + f"/v1/headers?start=0&end={height}")["headers"]  # type: ignore[no-any-return]
 
 
 async def _lineage(dep: Deployment) -> Any:
@@ -69,24 +44,17 @@ async def _lineage(dep: Deployment) -> Any:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     workdir = tmp_path_factory.mktemp("cluster")
     dep = make_deployment(workdir, edges=2, devices_per_edge=3, fl={"epochs": 1})
-    sup = Supervisor(workdir / "logs")
-    try:
-        for name, path in dep.config_paths.items():
-            sup.start(name, path)
-        for name in dep.configs:
-            sup.wait_ready(name, dep.url(name))
+    with running(dep) as sup:
         yield dep, sup
-    finally:
-        sup.stop_all()
 
 
 def test_job_runs_and_edge_crash_loses_no_committed_block(cluster: Any) -> None:
     """Issue: killing a node mid-demo and restarting it loses no committed block."""
     dep, sup = cluster
-    status, job = _post(dep.url("cloud") + "/v1/fl/job", {"rounds": 3})
+    status, job = post(dep.url("cloud") + "/v1/fl/job", {"rounds": 3})
     assert status == 202, job
     deadline = time.monotonic() + 120
-    while (job := _get(dep.url("cloud") + "/v1/fl/job"))["round"] < 1:
+    while (job := get(dep.url("cloud") + "/v1/fl/job"))["round"] < 1:
         assert job["state"] == "running" and time.monotonic() < deadline, job
         time.sleep(0.1)
     before = _headers(dep.url("edge-1"))
@@ -96,7 +64,7 @@ def test_job_runs_and_edge_crash_loses_no_committed_block(cluster: Any) -> None:
     sup.wait_ready("edge-1", dep.url("edge-1"))
     after = _headers(dep.url("edge-1"))
     assert after[: len(before)] == before, "a committed block changed or vanished after kill -9"
-    job = _wait_job(dep)
+    job = wait_job(dep)
     assert job["state"] == "done", job
     assert len(job["accuracy_per_round"]) == 4
     assert job["accuracy_per_round"][-1] > job["accuracy_per_round"][0]
@@ -104,7 +72,7 @@ def test_job_runs_and_edge_crash_loses_no_committed_block(cluster: Any) -> None:
 
 def test_lineage_verifies_and_catches_a_tampered_update(cluster: Any) -> None:
     dep, _sup = cluster
-    if _get(dep.url("cloud") + "/v1/fl/job")["state"] != "done":
+    if get(dep.url("cloud") + "/v1/fl/job")["state"] != "done":
         pytest.skip("depends on the job of the previous test")
     report = asyncio.run(_lineage(dep))
     assert report.ok, report.reason
@@ -112,8 +80,8 @@ def test_lineage_verifies_and_catches_a_tampered_update(cluster: Any) -> None:
     assert report.device_updates_checked >= 6
     # Flip one byte of a device update blob held by edge-2: the audit must name it.
     blob_dir = Path(dep.configs["edge-2"].data_dir) / "blobs"
-    update = _get(dep.url("edge-2") + "/v1/state/fl/aggregate/3")["value"]["updates"][0]
-    blob = _get(dep.url("edge-2") + f"/v1/state/fl/update_tx/{update}")["value"]["blob"]
+    update = get(dep.url("edge-2") + "/v1/state/fl/aggregate/3")["value"]["updates"][0]
+    blob = get(dep.url("edge-2") + f"/v1/state/fl/update_tx/{update}")["value"]["blob"]
     path = blob_dir / blob[:2] / blob
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -126,7 +94,7 @@ def test_lineage_verifies_and_catches_a_tampered_update(cluster: Any) -> None:
 def test_edge_refuses_a_model_without_a_valid_authenticator(cluster: Any) -> None:
     """Seed 004 §III-A: aggregators verify the global model against its on-chain authenticator."""
     dep, _sup = cluster
-    status, body = _post(dep.url("edge-1") + "/v1/fl/round", {"round": 1, "base": "ab" * 32})
+    status, body = post(dep.url("edge-1") + "/v1/fl/round", {"round": 1, "base": "ab" * 32})
     assert status == 422
     assert "not the round-0 global model" in body["error"]
 
@@ -148,14 +116,14 @@ def test_api_rejects_bad_input_with_clear_errors(cluster: Any) -> None:
 def test_openapi_lists_every_route(cluster: Any) -> None:
     dep, _sup = cluster
     for name in ("cloud", "edge-1", "devices-1"):
-        spec = _get(dep.url(name) + "/openapi.json")
+        spec = get(dep.url(name) + "/openapi.json")
         assert spec["openapi"].startswith("3.")
         assert "/v1/status" in spec["paths"] and "/v1/blobs/{hash}" in spec["paths"]
         for path, ops in spec["paths"].items():
             for op in ops.values():
                 assert op["summary"], f"{path} has no summary"
-    assert "/v1/txs/{hash}/proof" in _get(dep.url("edge-1") + "/openapi.json")["paths"]
-    assert "/v1/fl/train" in _get(dep.url("devices-1") + "/openapi.json")["paths"]
+    assert "/v1/txs/{hash}/proof" in get(dep.url("edge-1") + "/openapi.json")["paths"]
+    assert "/v1/fl/train" in get(dep.url("devices-1") + "/openapi.json")["paths"]
 
 
 def test_cross_chain_verification_cli_and_endpoint(cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -164,9 +132,9 @@ def test_cross_chain_verification_cli_and_endpoint(cluster: Any, capsys: pytest.
     from fedledger.cli.main import main
 
     dep, _sup = cluster
-    if _get(dep.url("cloud") + "/v1/fl/job")["state"] != "done":
+    if get(dep.url("cloud") + "/v1/fl/job")["state"] != "done":
         pytest.skip("depends on the job of the first test")
-    tx = _get(dep.url("edge-2") + "/v1/state/fl/aggregate/1")["value"]["tx"]
+    tx = get(dep.url("edge-2") + "/v1/state/fl/aggregate/1")["value"]["tx"]
     base = ["verify", "tx", tx, "--chain", "sub-2", "--workdir", str(dep.workdir), "--json"]
     assert main(base) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -176,7 +144,7 @@ def test_cross_chain_verification_cli_and_endpoint(cluster: Any, capsys: pytest.
         capsys.readouterr()
         time.sleep(0.5)
     assert code == 0, capsys.readouterr()
-    status, body = _post(dep.url("cloud") + "/v1/crosschain/verify", {"chain": "sub-2", "tx": tx})
+    status, body = post(dep.url("cloud") + "/v1/crosschain/verify", {"chain": "sub-2", "tx": tx})
     assert status == 200 and body["valid"], body
     assert main(["verify", "tx", "ab" * 32, "--chain", "sub-2", "--workdir", str(dep.workdir)]) == 9
     assert "no transaction" in capsys.readouterr().err
