@@ -154,6 +154,16 @@ def test_unsealed_run_stores_plain_blobs_under_their_hash(tmp_path: Path) -> Non
     assert out.ledger.clock.untimed == {"evaluate", "spot_check"} and out.ledger.steps_rerun == 1
 
 
+def test_update_only_run_records_no_steps_and_trains_the_same_model(tmp_path: Path) -> None:
+    """--no-record-steps: seed 004's granularity (one recorded update per device round), same learning."""
+    settings = FLSettings(model="digits-mlp", dataset="digits", epochs=1, readings=128, verify_steps=0)
+    out = run_pipeline(PipelineConfig(settings, edges=1, devices_per_edge=2, rounds=1, record_steps=False), tmp_path)
+    txs = out.ledger.ledger.tx_counts()
+    assert txs["fl.record_step"] == 0 and txs["fl.submit_update"] == 2
+    assert weights_hash(out.plain_result.weights) == out.final_model == out.ledger.ledger.main.read("model/1")["model"]
+    assert out.ledger.steps_rerun == 0
+
+
 def test_turns_alternate_abba_and_an_error_stops_both_arms() -> None:
     order: list[str] = []
 

@@ -497,16 +497,18 @@ def ceremony(bits: int, parties: int, quick: bool, seed: str | None, json_only: 
 @click.option("--verify-steps", "verify_steps", default=0, show_default=True, type=click.IntRange(0),
               help="Recorded steps per update the edge re-runs inside the rounds (0: one, outside them).")
 @click.option("--no-seal", is_flag=True, help="Store artefacts plain instead of sealed (AES-256-GCM).")
+@click.option("--no-record-steps", is_flag=True,
+              help="Record only each device's update, not every training step (seed 004's granularity).")
 @click.option("--quick", is_flag=True, help="2 rounds, 3 devices per edge, 1 epoch (well under a minute).")
 @click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
 def fl_bench(model: str, dataset: str, data_dir: Path | None, edges: int, devices: int | None, rounds: int | None, device_rounds: int,
-             epochs: int | None, partition: str, readings: int, verify_steps: int, no_seal: bool, quick: bool,
-             json_only: bool) -> None:
+             epochs: int | None, partition: str, readings: int, verify_steps: int, no_seal: bool,
+             no_record_steps: bool, quick: bool, json_only: bool) -> None:
     """Hierarchical FedAvg with and without the ledger: overhead per stage, accuracy, centralised baseline."""
     from fedledger.cli import bench_fl as bf
 
     opts = bf.options(model, dataset, data_dir, edges, devices, rounds, device_rounds, epochs, partition,
-                      readings, verify_steps, not no_seal, quick)
+                      readings, verify_steps, not no_seal, quick, not no_record_steps)
     console = Console(stderr=True, quiet=json_only)
     result = bf.run(opts, console)
     if not json_only:

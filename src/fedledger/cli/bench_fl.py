@@ -66,7 +66,7 @@ class Options:
 
 def options(model: str, dataset: str, data_dir: Path | None, edges: int, devices: int | None,
             rounds: int | None, device_rounds: int, epochs: int | None, partition: str, readings: int,
-            verify_steps: int, seal: bool, quick: bool) -> Options:
+            verify_steps: int, seal: bool, quick: bool, record_steps: bool = True) -> Options:
     """Command-line values to :class:`Options`; ``--quick`` shrinks what was not given."""
     check_model_dataset(model, dataset)
     size = QUICK if quick else FULL
@@ -77,7 +77,7 @@ def options(model: str, dataset: str, data_dir: Path | None, edges: int, devices
     settings.program()  # a bad setting fails here, before anything is loaded
     pipeline = PipelineConfig(settings, edges=edges,
                               devices_per_edge=size["devices"] if devices is None else devices,
-                              rounds=size["rounds"] if rounds is None else rounds)
+                              rounds=size["rounds"] if rounds is None else rounds, record_steps=record_steps)
     return Options(pipeline, quick)
 
 
@@ -155,6 +155,7 @@ def summary(out: PipelineOutcome) -> dict[str, Any]:
         "readings": s.readings,
         "partition": s.partition,
         "seal": s.seal,
+        "record_steps": out.work.config.record_steps,
         "verify_steps": s.verify_steps,
         "steps_per_round": steps // cfg.rounds,
         "timing": {"order": "alternating rounds, ABBA", "statistic": "median over rounds",

@@ -57,6 +57,7 @@ read the data key keeps it; to revoke, seal the plaintext again.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -253,9 +254,15 @@ def _recipients_arg(recipients: Any) -> list[bytes]:
     return sorted(keys)
 
 
+@functools.lru_cache(maxsize=4096)
+def _x25519(public_key: bytes) -> PublicKey:
+    """A reader's Ed25519 key as X25519 (cached: the same readers get every blob of a job)."""
+    return PublicKey(crypto_sign_ed25519_pk_to_curve25519(public_key))
+
+
 def _to_x25519_public(public_key: bytes, index: int | None = None) -> PublicKey:
     try:
-        return PublicKey(crypto_sign_ed25519_pk_to_curve25519(public_key))
+        return _x25519(bytes(public_key))
     except CryptoError:
         which = "a recipient" if index is None else f"recipient {index}"
         raise UsageError(
