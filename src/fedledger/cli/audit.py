@@ -12,6 +12,7 @@ import asyncio
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import click
@@ -53,7 +54,7 @@ def audit_training(model_hex: str, samples: int, workdir: Path, key_file: Path |
     rng = random.Random(seed) if seed is not None else None
     console = Console(stderr=True, quiet=as_json)
 
-    async def run() -> dict[str, object]:
+    async def run() -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
             auditor = TrainingAuditor(found.network(session, key), samples, rng)
             with console.status("proving records and re-running sampled training steps…"):
@@ -63,7 +64,7 @@ def audit_training(model_hex: str, samples: int, workdir: Path, key_file: Path |
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
-        for s in result["steps"]:  # type: ignore[attr-defined]
+        for s in result["steps"]:
             click.echo(f"{'ok  ' if s['ok'] else 'FAIL'}  {s['chain']} {s['device']} round {s['round']}"
                        f"{'.' + str(s['sub_round']) if s['sub_round'] > 1 else ''} step {s['index']}/{s['of']}"
                        + (f": {s['reason']}" if s["reason"] else ""))
