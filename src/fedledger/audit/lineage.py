@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedledger.audit.chainview import ChainView, VerifiedTx
+from fedledger.audit.network import open_blob
 from fedledger.contracts.fl import stage
 from fedledger.crypto.keys import SigningKey
 from fedledger.errors import FedledgerError, VerificationFailed
 from fedledger.fl.aggregate import fedavg
 from fedledger.fl.weights import Weights, decode_weights, weights_hash
 from fedledger.ledger.interlock import Anchor, quorum_problem
-from fedledger.storage.artefacts import MODEL, open_artefact
+from fedledger.storage.artefacts import MODEL
 
 
 @dataclass
@@ -95,12 +96,11 @@ class LineageVerifier:
 
     async def _blob(self, view: ChainView, args: dict[str, Any]) -> Weights:
         """The model a record names: its stored blob (hash-checked by the client), opened and checked."""
-        address = args.get("blob", args["model"]).hex()
+        plain = await open_blob(view, args.get("blob", args["model"]), args["model"], self.key, MODEL)
         try:
-            stored = await view.client.get_blob(address)
-            weights = decode_weights(open_artefact(stored, args["model"], self.key, MODEL))
+            weights = decode_weights(plain)
         except FedledgerError as exc:
-            raise VerificationFailed(f"blob {address} on {view.chain_id}: {exc}") from None
+            raise VerificationFailed(f"model {args['model'].hex()} on {view.chain_id}: {exc}") from None
         self.report.blobs_checked += 1
         return weights
 

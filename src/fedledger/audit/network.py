@@ -13,6 +13,7 @@ from typing import Any
 from fedledger.audit.chainview import ChainView, VerifiedTx
 from fedledger.crypto.keys import SigningKey
 from fedledger.errors import FedledgerError, VerificationFailed
+from fedledger.fl.program import program_hash
 from fedledger.storage.artefacts import open_artefact
 
 
@@ -43,8 +44,6 @@ class Network:
 
     async def task(self) -> tuple[VerifiedTx, dict[str, Any]]:
         """The proven ``fl.open_task`` and the training program it names (checked against its hash)."""
-        from fedledger.fl.program import program_hash
-
         task = await self.main.verified_record("fl", "task", "open_task")
         if task is None:
             raise VerificationFailed("no FL task is open on the main chain")
@@ -56,12 +55,7 @@ class Network:
         return task, program
 
     async def open_blob(self, view: ChainView, address: bytes, plain_hash: bytes, context: bytes) -> bytes:
-        """A blob held by ``view``'s node, opened with the reader key and checked against ``plain_hash``."""
-        try:
-            stored = await view.client.get_blob(address.hex())
-            return open_artefact(stored, plain_hash, self.key, context)
-        except FedledgerError as exc:
-            raise VerificationFailed(f"blob {address.hex()} on {view.chain_id}: {exc}") from None
+        return await open_blob(view, address, plain_hash, self.key, context)
 
     async def find_model(self, model: bytes) -> list[Found]:
         """Every proven record of ``model``: as a global model on the main chain, or on any sub-chain."""
@@ -78,3 +72,12 @@ class Network:
                                    view, rec))
         return found
 
+
+async def open_blob(view: ChainView, address: bytes, plain_hash: bytes, key: SigningKey | None,
+                    context: bytes) -> bytes:
+    """A blob held by ``view``'s node, opened with the reader ``key`` and checked against ``plain_hash``."""
+    try:
+        stored = await view.client.get_blob(address.hex())
+        return open_artefact(stored, plain_hash, key, context)
+    except FedledgerError as exc:
+        raise VerificationFailed(f"blob {address.hex()} on {view.chain_id}: {exc}") from None
