@@ -1,0 +1,276 @@
+"""One round of seed 001's protocol for a set of parties, in memory, with what goes on chain.
+
+:func:`run_edge` plays one edge (fog) and its devices through steps 1–5 of
+:mod:`fedledger.fl.secagg.protocol`; :func:`run_cloud` plays step 6 across
+edges. Both are deterministic given their keys. Misbehaviour is injected
+through :class:`Behaviour` so the attack tests and the benchmark exercise the
+same code path as honest rounds. What seed 001 stores on the blockchain goes
+to a :class:`Ledger` sink as ``(kind, fields)`` records: the edge's signed
+acceptance, every ``H(S_Dij)``, penalties with their evidence digest,
+``H(c_i)``, ``H(c)``, ``COM(c_i)`` and each edge's verdict on the cloud's sum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedledger.crypto import vrf
+from fedledger.crypto.keys import SigningKey
+from fedledger.errors import UsageError, VerificationFailed
+from fedledger.fl.secagg import protocol as P
+from fedledger.fl.secagg.field import ELEMENT_BYTES, Q
+from fedledger.fl.secagg.sketch import SketchMatrix
+
+
+class Ledger(Protocol):
+    """Where the on-chain records of a round go."""
+
+    def record(self, kind: str, fields: Mapping[str, Any]) -> None: ...
+
+
+@dataclass
+class MemoryLedger:
+    """A list of records, for tests, the benchmark and the in-memory strategies."""
+
+    records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def record(self, kind: str, fields: Mapping[str, Any]) -> None:
+        self.records.append((kind, dict(fields)))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for k, f in self.records if k == kind]
+
+
+def vrf_noise_key(device_key: SigningKey, beacon: bytes, context: bytes) -> tuple[bytes, bytes]:
+    """``(noise_key, proof)``: the device's VRF output on the round's on-chain randomness.
+
+    The output is unique for the device's registered key and the public input,
+    so the device cannot choose its noise; only holders of the proof (the
+    device, and an auditor it is shown to) can recompute η.
+    """
+    alpha = b"fedledger/secagg-noise\x00" + beacon + context
+    proof = vrf.prove(device_key, alpha)
+    return vrf.proof_to_hash(proof)[:32], proof
+
+
+def audit_noise(public_key: bytes, beacon: bytes, context: bytes, proof: bytes, packet: P.Packet,
+                params: P.Params) -> bool:
+    """Auditor's check that a device's noise is the one its VRF dictates (seed 001's NOTE)."""
+    alpha = b"fedledger/secagg-noise\x00" + beacon + context
+    try:
+        key = vrf.verify(public_key, alpha, proof)[:32]
+    except Exception:  # noqa: BLE001 - any malformed proof fails the audit
+        return False
+    from fedledger.fl.secagg.field import encode, neg
+
+    eta, pad = P.noise_vectors(key, params, packet.masked.shape[0])
+    return P.digest(np.concatenate([encode(eta, params.frac_bits), neg(pad)])) == packet.noise_digest
+
+
+@dataclass
+class Behaviour:
+    """Deviations from the protocol, keyed by party name (empty: everyone honest).
+
+    ``bad_shares``: dealer → participants who get a share off the dealer's
+    polynomial (bound by the dealer's digest, so provably bad).
+    ``inconsistent``: devices whose masked update does not match their
+    commitments (a poisoned ``g' + η`` sent with ``COM(g)``).
+    ``wrong_sums``: participants who record and send a wrong share sum.
+    ``dropouts``: participants who never send their share sum.
+    ``forge``: the cloud adds this vector (float, before encoding) to ``c``.
+    """
+
+    bad_shares: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    inconsistent: Sequence[str] = ()
+    wrong_sums: Sequence[str] = ()
+    dropouts: Sequence[str] = ()
+    forge: np.ndarray | None = None
+
+
+@dataclass
+class EdgeOutcome:
+    """What an edge ends a round with: ``c_i`` in the field and the public facts about it."""
+
+    edge: str
+    total: np.ndarray
+    weight: int
+    used: tuple[str, ...]
+    rejected: dict[str, str]
+    penalised: dict[str, str]
+    timings: dict[str, float]
+    bytes_per_device: int
+
+
+def _timer(timings: dict[str, float], name: str, start: float) -> float:
+    now = time.perf_counter()
+    timings[name] = timings.get(name, 0.0) + now - start
+    return now
+
+
+def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[str, np.ndarray],
+             weights: Mapping[str, int], params: P.Params, *, noise_keys: Mapping[str, bytes],
+             share_key: Callable[[str], bytes], ledger: Ledger | None = None,
+             behaviour: Behaviour | None = None, select: P.Selector | None = None) -> EdgeOutcome:
+    """Steps 1–5 for the devices in ``updates`` (float vectors of equal length)."""
+    led: Ledger = ledger if ledger is not None else MemoryLedger()
+    bad = behaviour or Behaviour()
+    names = sorted(updates)
+    if not names:
+        raise UsageError(f"{edge}: no device updates to aggregate")
+    if params.threshold > len(names):
+        raise UsageError(f"{edge}: threshold {params.threshold} exceeds the {len(names)} participants")
+    points = {n: i + 1 for i, n in enumerate(names)}
+    t: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    # step 1: every device masks, binds and shares its update
+    packets: dict[str, P.Packet] = {}
+    dealings: dict[str, P.Dealing] = {}
+    rejected: dict[str, str] = {}
+    for n in names:
+        upd = np.asarray(updates[n], dtype=np.float64)
+        try:
+            packet, dealing = P.deal(n, upd, int(weights[n]), params=params, points=points,
+                                     noise_key=noise_keys[n], share_key=share_key(n))
+        except UsageError as exc:  # e.g. an update outside the field's range: not a dealer
+            rejected[n] = str(exc)
+            continue
+        if n in bad.bad_shares:  # the dealer binds shares that are off its polynomial
+            shares = dealing.shares.copy()
+            for victim in bad.bad_shares[n]:
+                shares[points[victim] - 1, 0] = (shares[points[victim] - 1, 0] + 1) % Q
+            dealing = P.Dealing(dealing.secret, dealing.noise, dealing.coeffs, shares)
+            packet = P.Packet(n, packet.point, packet.weight, packet.masked, packet.noise_digest,
+                              tuple(P.digest(s) for s in shares))
+        if n in bad.inconsistent:  # a poisoned masked update sent with the honest commitments
+            packet = P.Packet(n, packet.point, packet.weight, (packet.masked * 3) % Q,
+                              packet.noise_digest, packet.share_digests)
+        packets[n], dealings[n] = packet, dealing
+    clock = _timer(t, "deal", clock)
+
+    # step 2: challenge, then sketches
+    if not packets:
+        raise VerificationFailed(f"{edge}: no device could deal its update ({'; '.join(rejected.values())})")
+    challenge = P.round_challenge(context, list(packets.values()))
+    length = next(iter(dealings.values())).secret.shape[0]
+    matrix = SketchMatrix.from_seed(challenge, length, params.rows)
+    sketches = {n: P.sketch_dealing(n, dealings[n], matrix) for n in packets}
+    clock = _timer(t, "sketch", clock)
+
+    # step 3: verification by fog
+    acc = P.accept(edge_key, context, challenge, list(packets.values()), sketches, matrix, params,
+                   len(names), select)
+    rejected.update(acc.rejected)
+    penalised: dict[str, str] = {}
+    clock = _timer(t, "verify_fog", clock)
+
+    # step 4: secret sharing (repeated without any dealer a complaint proves bad)
+    sums: dict[int, np.ndarray] = {}
+    while True:
+        if not acc.accepted:
+            raise VerificationFailed(f"{edge}: no device update was accepted")
+        led.record("secagg.accept", {"edge": edge, "accepted": list(acc.accepted),
+                                     "weights": list(acc.weights), "signature": acc.signature})
+        sums, recorded, guilty = {}, {}, {}
+        for n in names:
+            P.check_acceptance(acc, edge_key.public_key, packets, sketches)
+            received = {d: dealings[d].shares[points[n] - 1] for d in acc.accepted}
+            total, complaints = P.share_sum(n, points[n], points[n] - 1, acc, received, packets,
+                                            sketches, matrix)
+            for c in complaints:
+                if P.check_complaint(c, packets[c.dealer], sketches[c.dealer], points[n] - 1, matrix):
+                    guilty[c.dealer] = f"bad share to {n}: {c.reason}"
+            if total is None or n in bad.dropouts:
+                continue
+            if n in bad.wrong_sums:
+                total = total.copy()
+                total[0] = (total[0] + 1) % Q
+            recorded[points[n]] = P.digest(total)
+            led.record("secagg.share_sum", {"edge": edge, "device": n, "hash": recorded[points[n]]})
+            sums[points[n]] = total
+        if not guilty:
+            break
+        for d, why in guilty.items():
+            penalised[d] = why
+            rejected[d] = why
+            led.record("secagg.penalty", {"edge": edge, "offender": d, "reason": why})
+        keep = [i for i, d in enumerate(acc.accepted) if d not in guilty]
+        names_k = tuple(acc.accepted[i] for i in keep)
+        weights_k = tuple(acc.weights[i] for i in keep)
+        comms_k = tuple(acc.commitments[i] for i in keep)
+        sig = edge_key.sign(P.ACCEPT_DOMAIN, P.acceptance_message(context, challenge, names_k,
+                                                                  weights_k, comms_k))
+        acc = P.Acceptance(context, challenge, names_k, weights_k, comms_k,
+                           acc.rejected + tuple(guilty.items()), edge_key.public_key, sig)
+    clock = _timer(t, "share_sums", clock)
+
+    # step 5: computation by fog
+    total, refused = P.reconstruct(acc, sums, recorded, sketches, matrix, params)
+    by_point = {v: k for k, v in points.items()}
+    for point, why in refused:
+        penalised[by_point[point]] = why
+        led.record("secagg.penalty", {"edge": edge, "offender": by_point[point], "reason": why})
+    led.record("secagg.edge_sum", {"edge": edge, "hash": P.digest(total), "weight": sum(acc.weights)})
+    _timer(t, "reconstruct", clock)
+
+    d, k, n_part = total.shape[0], params.rows, len(names)
+    per_device = ELEMENT_BYTES * (d + n_part * (d + k) + (params.threshold + 1) * k + (d + k)) \
+        + 32 * (n_part + 2)
+    return EdgeOutcome(edge, total, sum(acc.weights), acc.accepted, rejected, penalised, t, per_device)
+
+
+@dataclass
+class CloudOutcome:
+    """The verified global sum, or which edges refused it."""
+
+    total: np.ndarray
+    weight: int
+    verdicts: dict[str, str | None]
+    timings: dict[str, float]
+
+    @property
+    def accepted(self) -> bool:
+        return all(v is None for v in self.verdicts.values())
+
+
+def run_cloud(context: bytes, outcomes: Sequence[EdgeOutcome], params: P.Params, *,
+              ledger: Ledger | None = None, behaviour: Behaviour | None = None) -> CloudOutcome:
+    """Step 6: the cloud sums the edges' ``c_i``; every edge verifies the result."""
+    led: Ledger = ledger if ledger is not None else MemoryLedger()
+    bad = behaviour or Behaviour()
+    t: dict[str, float] = {}
+    clock = time.perf_counter()
+    total = P.cloud_sum([o.total for o in outcomes])
+    if bad.forge is not None:
+        from fedledger.fl.secagg.field import encode
+
+        total = (total + encode(bad.forge, params.frac_bits)) % Q
+    total_hash = P.digest(total)
+    led.record("secagg.cloud_sum", {"hash": total_hash, "weight": sum(o.weight for o in outcomes)})
+    clock = _timer(t, "cloud_sum", clock)
+    seed = P.result_challenge(context, [P.digest(o.total) for o in outcomes], total_hash)
+    matrix = SketchMatrix.from_seed(seed, total.shape[0], params.rows)
+    coms = [matrix.apply(o.total) for o in outcomes]
+    for o, com in zip(outcomes, coms, strict=True):
+        led.record("secagg.edge_commitment", {"edge": o.edge, "com": com.astype("<u4").tobytes()})
+    verdicts: dict[str, str | None] = {}
+    for o in outcomes:
+        verdicts[o.edge] = P.verify_cloud_sum(total, total_hash, coms, matrix)
+        led.record("secagg.verdict", {"edge": o.edge, "ok": verdicts[o.edge] is None,
+                                      "reason": verdicts[o.edge] or ""})
+    if any(v is not None for v in verdicts.values()):
+        led.record("secagg.penalty", {"offender": "cloud",
+                                      "reason": next(v for v in verdicts.values() if v)})
+    _timer(t, "verify_result", clock)
+    return CloudOutcome(total, sum(o.weight for o in outcomes), verdicts, t)
+
+
+def simulation_keys(seed: int, names: Sequence[str], label: str) -> dict[str, bytes]:
+    """Deterministic 32-byte keys per party (simulations and tests; deployments use VRF outputs)."""
+    return {n: hashlib.sha256(f"fedledger/secagg-sim/{label}/{seed}/{n}".encode()).digest() for n in names}
