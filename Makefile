@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch must come first: an unpinned resolve pulls CUDA wheels.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[fl,dev]'
+	$(PY) -m pip install -q -e '.[fl,dev,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -24,7 +24,7 @@ def cli(verbose: int) -> None:
 
 
 def _register_commands() -> None:
-    from fedledger.cli import audit, bench, ceremony, chain, demo, node, sim, verify
+    from fedledger.cli import audit, bench, ceremony, chain, demo, node, privacy, sim, verify
 
     cli.add_command(node.node)
     cli.add_command(chain.chain)
@@ -34,6 +34,7 @@ def _register_commands() -> None:
     cli.add_command(verify.verify)
     cli.add_command(ceremony.ceremony)
     cli.add_command(audit.audit)
+    cli.add_command(privacy.privacy)
 
 
 def main(argv: list[str] | None = None) -> int:
