@@ -13,8 +13,10 @@ acceptance, every ``H(S_Dij)``, penalties with their evidence digest,
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,8 +137,15 @@ def _timer(timings: dict[str, float], name: str, start: float) -> float:
 def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[str, np.ndarray],
              weights: Mapping[str, int], params: P.Params, *, noise_keys: Mapping[str, bytes],
              share_key: Callable[[str], bytes], ledger: Ledger | None = None,
-             behaviour: Behaviour | None = None, select: P.Selector | None = None) -> EdgeOutcome:
-    """Steps 1–5 for the devices in ``updates`` (float vectors of equal length)."""
+             behaviour: Behaviour | None = None, select: P.Selector | None = None,
+             workers: int | None = None) -> EdgeOutcome:
+    """Steps 1–5 for the devices in ``updates`` (float vectors of equal length).
+
+    Each device's own work (dealing, sealing, sketching, its share sum) runs on a
+    pool of ``workers`` threads (default: one per CPU), as devices work at the
+    same time in a deployment; results are combined in name order, so the
+    outcome does not depend on the pool.
+    """
     led: Ledger = ledger if ledger is not None else MemoryLedger()
     bad = behaviour or Behaviour()
     names = sorted(updates)
@@ -152,14 +161,20 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
     packets: dict[str, P.Packet] = {}
     dealings: dict[str, P.Dealing] = {}
     rejected: dict[str, str] = {}
-    for n in names:
-        upd = np.asarray(updates[n], dtype=np.float64)
+    pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+
+    def dealt(n: str) -> tuple[P.Packet, P.Dealing] | str:
         try:
-            packet, dealing = P.deal(n, upd, int(weights[n]), params=params, points=points,
-                                     noise_key=noise_keys[n], share_key=share_key(n))
+            return P.deal(n, np.asarray(updates[n], dtype=np.float64), int(weights[n]), params=params,
+                          points=points, noise_key=noise_keys[n], share_key=share_key(n))
         except UsageError as exc:  # e.g. an update outside the field's range: not a dealer
-            rejected[n] = str(exc)
+            return str(exc)
+
+    for n, result in zip(names, pool.map(dealt, names), strict=True):
+        if isinstance(result, str):
+            rejected[n] = result
             continue
+        packet, dealing = result
         if n in bad.bad_shares:  # the dealer binds shares that are off its polynomial
             shares = dealing.shares.copy()
             for victim in bad.bad_shares[n]:
@@ -173,7 +188,8 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
         packets[n], dealings[n] = packet, dealing
     # shares travel sealed (AES-256-GCM) from each dealer to each participant
     keys = {n: hashlib.sha256(b"fedledger/secagg-sim-transport\x00" + share_key(n)).digest() for n in names}
-    boxes = {d: [_seal(dealings[d].shares[points[n] - 1], d, n, keys) for n in names] for d in dealings}
+    boxes = dict(zip(dealings, pool.map(
+        lambda d: [_seal(dealings[d].shares[points[n] - 1], d, n, keys) for n in names], dealings), strict=True))
     clock = _timer(t, "deal", clock)
 
     # step 2: challenge, then sketches
@@ -182,7 +198,8 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
     challenge = P.round_challenge(context, list(packets.values()))
     length = next(iter(dealings.values())).secret.shape[0]
     matrix = SketchMatrix.from_seed(challenge, length, params.rows)
-    sketches = {n: P.sketch_dealing(n, dealings[n], matrix) for n in packets}
+    sketches = dict(zip(packets, pool.map(lambda n: P.sketch_dealing(n, dealings[n], matrix), packets),
+                        strict=True))
     clock = _timer(t, "sketch", clock)
 
     # step 3: verification by fog
@@ -200,11 +217,12 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
         led.record("secagg.accept", {"edge": edge, "accepted": list(acc.accepted),
                                      "weights": list(acc.weights), "signature": acc.signature})
         sums, recorded, guilty = {}, {}, {}
-        for n in names:
+        def summed(n: str, acc: P.Acceptance = acc) -> tuple[np.ndarray | None, list[P.Complaint]]:
             P.check_acceptance(acc, edge_key.public_key, packets, sketches)
             received = {d: _deliver(boxes[d][points[n] - 1], d, n, keys) for d in acc.accepted}
-            total, complaints = P.share_sum(n, points[n], points[n] - 1, acc, received, packets,
-                                            sketches, matrix)
+            return P.share_sum(n, points[n], points[n] - 1, acc, received, packets, sketches, matrix)
+
+        for n, (total, complaints) in zip(names, pool.map(summed, names), strict=True):
             for c in complaints:
                 if P.check_complaint(c, packets[c.dealer], sketches[c.dealer], points[n] - 1, matrix):
                     guilty[c.dealer] = f"bad share to {n}: {c.reason}"
@@ -230,6 +248,7 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
                                                                   weights_k, comms_k))
         acc = P.Acceptance(context, challenge, names_k, weights_k, comms_k,
                            acc.rejected + tuple(guilty.items()), edge_key.public_key, sig)
+    pool.shutdown()
     clock = _timer(t, "share_sums", clock)
 
     # step 5: computation by fog
