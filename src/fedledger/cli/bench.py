@@ -477,6 +477,36 @@ def ceremony(bits: int, parties: int, quick: bool, seed: str | None, json_only: 
     click.echo(json.dumps(result, sort_keys=True))
 
 
+@bench.command("secagg")
+@click.option("--params", default=431_080, show_default=True, type=click.IntRange(1),
+              help="Update length (431,080: seed 004's CNN).")
+@click.option("--devices", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--threshold", default=None, type=click.IntRange(1),
+              help="Shares needed to reconstruct (default: 60 % of the devices, rounded up).")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1), help="Timed rounds (median).")
+@click.option("--paillier-slice", "paillier_slice", default=16, show_default=True, type=click.IntRange(1),
+              help="Coordinates timed under Paillier before scaling to --params.")
+@click.option("--key-bits", "key_bits", default=2048, show_default=True, type=click.IntRange(512),
+              help="Paillier modulus size.")
+@click.option("--no-flower", is_flag=True, help="Skip the Flower SecAgg+ baseline.")
+@click.option("--quick", is_flag=True, help="20,000 parameters, one round, a 1024-bit Paillier key.")
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+def secagg_bench(params: int, devices: int, threshold: int | None, rounds: int, paillier_slice: int,
+                 key_bits: int, no_flower: bool, quick: bool, json_only: bool) -> None:
+    """Seed 001's verifiable secure aggregation vs plain sum, threshold Paillier and Flower SecAgg+."""
+    from fedledger.cli import bench_secagg as bs
+
+    console = Console(stderr=True, quiet=json_only)
+    try:
+        opts = bs.options(params, devices, threshold, rounds, paillier_slice, key_bits, not no_flower, quick)
+        result = bs.run(opts, console)
+    except FedledgerError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not json_only:
+        bs.table(result, Console())
+    click.echo(json.dumps(result))
+
+
 @bench.command("fl")
 @click.option("--model", default="digits-mlp", show_default=True,
               help="Model to train (mudfl-cnn: seed 004's 431,080-parameter CNN, with --dataset digits28).")
@@ -513,4 +543,39 @@ def fl_bench(model: str, dataset: str, data_dir: Path | None, edges: int, device
     result = bf.run(opts, console)
     if not json_only:
         click.echo(bf.table(result))
+    click.echo(json.dumps(result, sort_keys=True))
+
+
+@bench.command("robustness")
+@click.option("--model", default="digits-mlp", show_default=True, help="Model every device trains.")
+@click.option("--dataset", default="digits", show_default=True, help="digits, digits28 or mnist1d.")
+@click.option("--devices", default=None, type=click.IntRange(1),
+              help="Devices in all (default 20; 10 with --quick); 10/20/30 % of them must be whole numbers.")
+@click.option("--edges", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Edges the devices are split over; each edge runs the defence over its devices.")
+@click.option("--rounds", default=None, type=click.IntRange(1), help="Cloud rounds (default 10; 3 with --quick).")
+@click.option("--epochs", default=None, type=click.IntRange(1), help="Local epochs (default 2; 1 with --quick).")
+@click.option("--partition", type=click.Choice(["iid", "dirichlet", "shards"]), default="iid", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--tolerate", default=0.3, show_default=True, type=click.FloatRange(0.0, 0.5, max_open=True),
+              help="Attacker fraction the defences are provisioned for: f = floor(tolerate x devices per edge).")
+@click.option("--attacks", default=None, metavar="NAME[,NAME...]",
+              help="label-flip, boosted-flip, sign-flip, gaussian, alie (default: all).")
+@click.option("--defences", default=None, metavar="NAME[,NAME...]",
+              help="fedavg, top-n, krum, multi-krum, median, trimmed-mean, reputation (default: all).")
+@click.option("--quick", is_flag=True, help="10 devices, 3 rounds, 1 epoch, 30 % attackers only (seconds).")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
+@click.option("--json", "json_only", is_flag=True, help="Print only the JSON line.")
+def robustness(model: str, dataset: str, devices: int | None, edges: int, rounds: int | None, epochs: int | None,
+               partition: str, seed: int, tolerate: float, attacks: str | None, defences: str | None, quick: bool,
+               markdown: bool, json_only: bool) -> None:
+    """Poisoning attacks x robust aggregation rules x attacker fraction: final accuracy vs clean FedAvg."""
+    from fedledger.cli import bench_robustness as br
+
+    opts = br.options(model, dataset, devices, edges, rounds, epochs, partition, seed, tolerate, attacks, defences,
+                      quick)
+    console = Console(stderr=True, quiet=json_only)
+    result = br.run(opts, console)
+    if not json_only:
+        click.echo(br.markdown(result) if markdown else br.table(result))
     click.echo(json.dumps(result, sort_keys=True))

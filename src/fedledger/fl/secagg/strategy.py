@@ -22,10 +22,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from fedledger.crypto.keys import SigningKey
 from fedledger.errors import UsageError, VerificationFailed
+from fedledger.fl.robust import flatten as flat
+from fedledger.fl.robust import unflatten as unflat
 from fedledger.fl.secagg import protocol as P
 from fedledger.fl.secagg import session as S
 from fedledger.fl.secagg.field import decode
@@ -40,25 +40,7 @@ from fedledger.fl.strategy import (
 )
 from fedledger.fl.weights import Weights
 
-__all__ = ["SecureAggregation", "SecureCloudSum", "flat", "unflat"]
-
-
-def flat(w: Weights) -> np.ndarray:
-    """All arrays of ``w`` as one float64 vector."""
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for _, a in w]) if w else np.zeros(0)
-
-
-def unflat(vec: np.ndarray, like: Weights) -> Weights:
-    """Split a flat vector back into ``like``'s names and shapes (float32)."""
-    out: Weights = []
-    pos = 0
-    for name, a in like:
-        n = int(np.prod(a.shape))
-        out.append((name, vec[pos:pos + n].reshape(a.shape).astype(np.float32)))
-        pos += n
-    if pos != vec.shape[0]:
-        raise UsageError(f"vector of length {vec.shape[0]} does not fit a model of {pos} values")
-    return out
+__all__ = ["SecureAggregation", "SecureCloudSum"]
 
 
 class SecureAggregation(StrategyWrapper):
