@@ -63,7 +63,7 @@ from fedledger.fl.strategy import (
     TrainIns,
     TrainRes,
 )
-from fedledger.fl.weights import Weights, as_float32
+from fedledger.fl.weights import Weights, flatten, layout_problem, unflatten
 
 __all__ = [
     "ACCOUNTANTS",
@@ -312,34 +312,6 @@ class PrivacyAccountant:
         return eps
 
 
-# -- weights <-> vectors -------------------------------------------------------------------
-def _flatten(w: Weights) -> np.ndarray:
-    """All tensors of ``w`` in order as one float64 vector (ValueError on non-finite data)."""
-    if not w:
-        return np.zeros(0, dtype=np.float64)
-    return np.concatenate([as_float32(name, a).astype(np.float64).ravel() for name, a in w])
-
-
-def _unflatten(vec: np.ndarray, like: Weights) -> Weights:
-    """Cut ``vec`` into float32 tensors with the names and shapes of ``like``."""
-    out: Weights = []
-    start = 0
-    for name, a in like:
-        size = int(np.asarray(a).size)
-        out.append((name, vec[start : start + size].astype(np.float32).reshape(np.shape(a))))
-        start += size
-    return out
-
-
-def _layout_problem(w: Weights, like: Weights) -> str | None:
-    if [n for n, _ in w] != [n for n, _ in like]:
-        return "its tensors are not the model's"
-    for (name, a), (_, ref) in zip(w, like, strict=True):
-        if np.shape(a) != np.shape(ref):
-            return f"tensor {name!r} has shape {np.shape(a)}, expected {np.shape(ref)}"
-    return None
-
-
 # -- central DP ----------------------------------------------------------------------------
 class DPFedAvg(StrategyWrapper):
     """Central differential privacy for one aggregator (DP-FedAvg, McMahan et al. 2018).
@@ -460,15 +432,15 @@ class DPFedAvg(StrategyWrapper):
                 f"round {round_}: DPFedAvg cannot aggregate a round it did not configure "
                 "(updates are measured from the model handed out in configure)"
             )
-        base_vec = _flatten(base)
+        base_vec = flatten(base)
         pseudo: list[TrainRes] = []
         clipped: set[str] = set()
         for res in results:
-            problem = _layout_problem(res.weights, base)
+            problem = layout_problem(res.weights, base)
             if problem is not None:
                 raise VerificationFailed(f"round {round_}: result of {res.client!r}: {problem}")
             try:
-                vec = _flatten(res.weights)
+                vec = flatten(res.weights)
             except ValueError as exc:
                 raise VerificationFailed(
                     f"round {round_}: result of {res.client!r}: {exc}"
@@ -476,12 +448,12 @@ class DPFedAvg(StrategyWrapper):
             update, norm = clip_by_l2(vec - base_vec, self.clip)
             if norm > self.clip:
                 clipped.add(res.client)
-            pseudo.append(TrainRes(res.client, _unflatten(base_vec + update, base), 1, res.metrics))
+            pseudo.append(TrainRes(res.client, unflatten(base_vec + update, base), 1, res.metrics))
         mean = self.inner.aggregate(round_, pseudo, failures)
         n = len(mean.used)
         sigma = self.noise_multiplier * self.clip / n
         noise = central_noise(self.seed, round_, mean.used, base_vec.shape[0], sigma)
-        weights = _unflatten(_flatten(mean.weights) + noise, base)
+        weights = unflatten(flatten(mean.weights) + noise, base)
 
         rate = self._rates[round_]
         if rate > self._round_rates.get(round_, 0.0):

@@ -30,11 +30,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from fedledger.errors import VerificationFailed
 from fedledger.fl.aggregate import fedavg
-from fedledger.fl.weights import Weights, weights_hash
+from fedledger.fl.weights import Weights, layout_problem, weights_hash
 
 MAX_SCORE = 10_000  # basis points, as ``fl.vote`` expects
 
@@ -95,15 +93,6 @@ class PeerView:
         return any(r.tx == tx for r in self.rejected)
 
 
-def _layout_problem(w: Weights, like: Weights) -> str | None:
-    if [n for n, _ in w] != [n for n, _ in like]:
-        return "the model's tensors are not the task model's"
-    for (name, arr), (_, ref) in zip(w, like, strict=True):
-        if np.shape(arr) != np.shape(ref):
-            return f"tensor {name!r} has shape {np.shape(arr)}, expected {np.shape(ref)}"
-    return None
-
-
 def check_update(rec: UpdateRecord, round_: int, *, devices: Collection[bytes], base: bytes | None) -> str | None:
     """Why a record cannot count for ``round_`` before its blob is looked at, or ``None``."""
     if rec.device not in devices:
@@ -129,7 +118,7 @@ def _validate(rec: UpdateRecord, round_: int, opened: Callable[[UpdateRecord], O
     got = opened(rec)
     if isinstance(got, str) or like is None:
         return got
-    return _layout_problem(got, like) or got
+    return layout_problem(got, like) or got
 
 
 def build_view(

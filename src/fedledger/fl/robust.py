@@ -76,7 +76,7 @@ from fedledger.fl.strategy import (
     TrainIns,
     TrainRes,
 )
-from fedledger.fl.weights import Weights, as_float32
+from fedledger.fl.weights import Weights, flatten, layout_problem, unflatten
 
 __all__ = [
     "EPS",
@@ -107,33 +107,6 @@ EPS = 1e-12
 
 ReputationSource = Mapping[str, float] | Callable[[int], Mapping[str, float]]
 """Each client's reputation: a fixed mapping, or a function of the round (read from the chain)."""
-
-
-# -- flattening ----------------------------------------------------------------------------
-def flatten(w: Weights) -> np.ndarray:
-    """All tensors of ``w`` in order, C order, as one float64 vector (widening float32 is exact)."""
-    if not w:
-        return np.zeros(0, dtype=np.float64)
-    return np.concatenate([as_float32(name, a).astype(np.float64).ravel() for name, a in w])
-
-
-def unflatten(vec: np.ndarray, like: Weights) -> Weights:
-    """Cut ``vec`` into tensors with the names and shapes of ``like``, rounded to float32.
-
-    Raises UsageError if ``vec`` is not a 1-D vector of exactly the right length.
-    """
-    vec = np.asarray(vec)
-    total = sum(int(np.asarray(a).size) for _, a in like)
-    if vec.ndim != 1 or vec.shape[0] != total:
-        raise UsageError(f"unflatten: expected a vector of {total} values, got shape {vec.shape}")
-    out: Weights = []
-    start = 0
-    for name, a in like:
-        shape = np.shape(a)
-        size = int(np.asarray(a).size)
-        out.append((name, vec[start : start + size].astype(np.float32).reshape(shape)))
-        start += size
-    return out
 
 
 # -- kernels -------------------------------------------------------------------------------
@@ -363,7 +336,7 @@ class RobustRule(StrategyWrapper):
         base_vec = flatten(base)
         rows = []
         for r in ordered:
-            problem = _layout_problem(r.weights, base)
+            problem = layout_problem(r.weights, base)
             if problem is not None:
                 raise VerificationFailed(f"round {round_}: result of {r.client!r}: {problem}")
             try:
@@ -381,15 +354,6 @@ class RobustRule(StrategyWrapper):
         failures: Sequence[Failure],
     ) -> Aggregate:
         """Combine the results (client-name order) whose updates are the rows of ``U``."""
-
-
-def _layout_problem(w: Weights, like: Weights) -> str | None:
-    if [n for n, _ in w] != [n for n, _ in like]:
-        return "its tensors are not the model's"
-    for (name, a), (_, ref) in zip(w, like, strict=True):
-        if np.shape(a) != np.shape(ref):
-            return f"tensor {name!r} has shape {np.shape(a)}, expected {np.shape(ref)}"
-    return None
 
 
 class _Selection(RobustRule):

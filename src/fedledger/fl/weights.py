@@ -20,7 +20,7 @@ import struct
 import numpy as np
 
 from fedledger.crypto.hashing import sha256
-from fedledger.errors import DecodeError
+from fedledger.errors import DecodeError, UsageError
 
 Weights = list[tuple[str, np.ndarray]]
 """An ordered list of ``(name, float32 array)`` pairs: one model's state."""
@@ -158,3 +158,39 @@ def weights_hash(w: Weights) -> bytes:
 def num_parameters(w: Weights) -> int:
     """Total number of scalar parameters across all tensors."""
     return sum(int(np.asarray(a).size) for _, a in w)
+
+
+def flatten(w: Weights) -> np.ndarray:
+    """All tensors of ``w`` in order, C order, as one float64 vector (widening float32 is exact)."""
+    if not w:
+        return np.zeros(0, dtype=np.float64)
+    return np.concatenate([as_float32(name, a).astype(np.float64).ravel() for name, a in w])
+
+
+def unflatten(vec: np.ndarray, like: Weights) -> Weights:
+    """Cut ``vec`` into tensors with the names and shapes of ``like``, rounded to float32.
+
+    Raises UsageError if ``vec`` is not a 1-D vector of exactly the right length.
+    """
+    vec = np.asarray(vec)
+    total = sum(int(np.asarray(a).size) for _, a in like)
+    if vec.ndim != 1 or vec.shape[0] != total:
+        raise UsageError(f"unflatten: expected a vector of {total} values, got shape {vec.shape}")
+    out: Weights = []
+    start = 0
+    for name, a in like:
+        shape = np.shape(a)
+        size = int(np.asarray(a).size)
+        out.append((name, vec[start : start + size].astype(np.float32).reshape(shape)))
+        start += size
+    return out
+
+
+def layout_problem(w: Weights, like: Weights) -> str | None:
+    """Why ``w`` does not have ``like``'s tensor names and shapes, or None if it does."""
+    if [n for n, _ in w] != [n for n, _ in like]:
+        return "its tensors are not the model's"
+    for (name, a), (_, ref) in zip(w, like, strict=True):
+        if np.shape(a) != np.shape(ref):
+            return f"tensor {name!r} has shape {np.shape(a)}, expected {np.shape(ref)}"
+    return None

@@ -45,9 +45,8 @@ import numpy as np
 
 from fedledger.errors import UsageError
 from fedledger.fl.data import Dataset
-from fedledger.fl.robust import flatten, unflatten
 from fedledger.fl.strategy import TrainIns, TrainRes
-from fedledger.fl.weights import weights_hash
+from fedledger.fl.weights import flatten, unflatten, weights_hash
 
 __all__ = [
     "Coalition",

@@ -24,8 +24,6 @@ from typing import Any
 
 from fedledger.crypto.keys import SigningKey
 from fedledger.errors import UsageError, VerificationFailed
-from fedledger.fl.robust import flatten as flat
-from fedledger.fl.robust import unflatten as unflat
 from fedledger.fl.secagg import protocol as P
 from fedledger.fl.secagg import session as S
 from fedledger.fl.secagg.field import decode
@@ -39,6 +37,8 @@ from fedledger.fl.strategy import (
     TrainRes,
 )
 from fedledger.fl.weights import Weights
+from fedledger.fl.weights import flatten as flat
+from fedledger.fl.weights import unflatten as unflat
 
 __all__ = ["SecureAggregation", "SecureCloudSum"]
 
