@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,3 +40,15 @@ def configure_logging(verbosity: int = 0) -> None:
 def log_event(logger: logging.Logger, level: int, msg: str, **fields: object) -> None:
     """Log ``msg`` with structured ``fields`` merged into the JSON line."""
     logger.log(level, msg, extra={"fields": fields})
+
+
+@contextmanager
+def quieted(name: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise logger ``name`` to ``level`` for the duration (a chatty library's INFO or warnings)."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)

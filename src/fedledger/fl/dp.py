@@ -44,11 +44,9 @@ first computed, so auditors can recompute noise without it.
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +62,7 @@ from fedledger.fl.strategy import (
     TrainRes,
 )
 from fedledger.fl.weights import Weights, flatten, layout_problem, unflatten
+from fedledger.logs import quieted
 
 __all__ = [
     "ACCOUNTANTS",
@@ -184,18 +183,6 @@ def local_gaussian_sigma(clip: float, noise_multiplier: float) -> float:
 
 
 # -- accounting ----------------------------------------------------------------------------
-@contextmanager
-def _quiet_absl() -> Iterator[None]:
-    """Silence dp-accounting's convergence warnings (excluded RDP orders) while computing ε."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _dp_accounting() -> Any:
     try:
         import dp_accounting
@@ -299,7 +286,7 @@ class PrivacyAccountant:
             return cached
         dpa = _dp_accounting()
         relation = dpa.NeighboringRelation.REPLACE_SPECIAL
-        with _quiet_absl():
+        with quieted("absl"):
             if self.accountant == "pld":
                 acct = dpa.pld.PLDAccountant(
                     relation, value_discretization_interval=self.pld_discretization

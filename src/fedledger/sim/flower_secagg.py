@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import logging
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from fedledger.errors import ConfigError
+from fedledger.logs import quieted
 
 __all__ = ["FLOWER_PIN", "flower_available", "flower_secaggplus_round"]
 
@@ -64,18 +64,6 @@ def _require_flower() -> Any:
     except ImportError as exc:
         raise ConfigError(_MISSING) from exc
     return flwr
-
-
-@contextmanager
-def _quiet_flower() -> Iterator[None]:
-    """Silence Flower's per-stage INFO log lines while rounds run."""
-    logger = logging.getLogger("flwr")
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
 
 
 @contextmanager
@@ -359,7 +347,7 @@ def flower_secaggplus_round(
     shift_ulp = float(np.spacing(np.float32(2.0 * clipping_range)))
     tolerance = num_clients * (step + shift_ulp) * (1.0 + 1e-9)
 
-    with _quiet_flower(), _server_identity(_RUN_ID):
+    with quieted("flwr"), _server_identity(_RUN_ID):
         times, transport, means = _run_rounds(workflow, vectors, secure=True, repeat=repeat)
         errors = [float(np.max(np.abs(num_clients * m - plain_total))) for m in means]
         # The workflow returns the weighted mean; every weight is 1, so N * mean is the sum.
