@@ -3,7 +3,9 @@
 Seed 003 §4.2.4: parameters ``PK_model = (n, g, theta, V = (v, {v_i}))``, encrypted
 updates ``C(dW)``, the update rule ``C(W_i) = C(W_{i-1}) * 1/N * prod_j C(-dW_{i,j})``, and
 collaborative decryption (Algorithm 4) where each share ``C_j`` carries a proof
-``Proof_CD_j`` checked by ``fsver_2`` (here :func:`paillier.verify_share`). Keys are
+``Proof_CD_j`` checked by ``fsver_2`` (here :func:`paillier.verify_share`), and the
+proof of plaintext knowledge ``Proof_PK`` that Algorithm 3 checks with ``fsver_1``
+(here :func:`paillier.verify_plaintext_proof`). Keys are
 512-bit toy keys made once per module (``insecure_for_tests=True``) to keep this fast.
 """
 
@@ -19,8 +21,10 @@ from fedledger.crypto import paillier
 from fedledger.crypto.paillier import (
     DecryptionShare,
     InvalidDecryptionShare,
+    InvalidPlaintextProof,
     KeyShare,
     PaillierPublicKey,
+    PlaintextProof,
 )
 from fedledger.errors import UsageError, VerificationFailed
 from fedledger.fl.paillier_agg import (
@@ -192,6 +196,141 @@ def test_proof_for_another_ciphertext_is_rejected(
     unknown = DecryptionShare(PARTIES + 1, s1.value, s1.challenge, s1.response)
     with pytest.raises(InvalidDecryptionShare):
         paillier.verify_share(pk, c1, unknown)
+
+
+# --------------------------------------------------------------------------- proof of plaintext knowledge (Algorithm 3, fsver_1)
+
+
+def _context(party: str, round_: int) -> bytes:
+    return f"party={party};round={round_}".encode()
+
+
+def test_plaintext_proof_accepts_honest_provers(keys: tuple[PaillierPublicKey, list[KeyShare]]) -> None:
+    """Seed 003, Algorithm 3: ``fsver_1(C(dW), Proof_PK)`` accepts an honest party's proof."""
+    pk, ks = keys
+    ctx = _context("alice", 7)
+    for m in (0, 1, -1, 123456789, pk.n - 1, -(pk.n // 2)):
+        c, proof = paillier.encrypt_proven(pk, m, ctx)
+        paillier.verify_plaintext_proof(pk, c, proof, ctx)
+        assert paillier.plaintext_proof_is_valid(pk, c, proof, ctx)
+        assert 0 <= proof.challenge < 1 << paillier.plaintext_challenge_bits(pk)
+        assert 0 <= proof.z < pk.n and 0 < proof.w < pk.n
+        assert _signed(pk, _open(pk, ks, c, (1, 2, 3))) == _signed(pk, m % pk.n)
+    c, r = paillier.encrypt_with_nonce(pk, 42)
+    proof = paillier.prove_plaintext_knowledge(pk, c, 42, r, ctx)
+    paillier.verify_plaintext_proof(pk, c, proof, ctx)
+    assert paillier.prove_plaintext_knowledge(pk, c, 42, r, ctx) != proof  # fresh randomness
+    assert paillier.plaintext_challenge_bits(pk) == BITS // 2 - 1
+    big = PaillierPublicKey(n=(1 << 2047) + 1, threshold=1, parties=1, v=4, verification_keys=(4,))
+    assert paillier.plaintext_challenge_bits(big) == paillier.CHALLENGE_BITS
+
+
+def test_plaintext_proof_for_another_ciphertext_is_rejected(
+    keys: tuple[PaillierPublicKey, list[KeyShare]],
+) -> None:
+    """Seed 003, fsver_1: a proof never transfers to another ciphertext, not even a mauled copy."""
+    pk, _ = keys
+    ctx = _context("alice", 1)
+    c1, p1 = paillier.encrypt_proven(pk, 5, ctx)
+    c2, _ = paillier.encrypt_proven(pk, 5, ctx)  # same plaintext, other randomness
+    for other in (
+        c2,
+        paillier.add(pk, c1, paillier.encrypt(pk, 0)),  # re-randomised copy
+        paillier.scalar_mul(pk, c1, 2),  # homomorphically doubled
+        paillier.add(pk, c1, paillier.encrypt(pk, 1000)),  # shifted
+    ):
+        with pytest.raises(InvalidPlaintextProof, match="does not verify"):
+            paillier.verify_plaintext_proof(pk, other, p1, ctx)
+    with pytest.raises(InvalidPlaintextProof, match="not a unit"):
+        paillier.verify_plaintext_proof(pk, pk.n, p1, ctx)
+    with pytest.raises(InvalidPlaintextProof, match="must be an int"):
+        paillier.verify_plaintext_proof(pk, str(c1), p1, ctx)  # type: ignore[arg-type]
+
+
+def test_plaintext_proof_replayed_under_another_context_is_rejected(
+    keys: tuple[PaillierPublicKey, list[KeyShare]],
+) -> None:
+    """Seed 003, fsver_1 with a context: a copied ``(C(dW), Proof_PK)`` fails for another party or round."""
+    pk, _ = keys
+    c, proof = paillier.encrypt_proven(pk, 99, _context("alice", 3))
+    paillier.verify_plaintext_proof(pk, c, proof, _context("alice", 3))
+    for ctx in (_context("mallory", 3), _context("alice", 4), b""):
+        with pytest.raises(InvalidPlaintextProof, match="does not verify"):
+            paillier.verify_plaintext_proof(pk, c, proof, ctx)
+    # a key other than the one the proof was made under
+    other = PaillierPublicKey(pk.n + 2, pk.threshold, pk.parties, pk.v, pk.verification_keys)
+    assert not paillier.plaintext_proof_is_valid(other, c, proof, _context("alice", 3))
+
+
+def test_tampered_plaintext_proof_is_rejected(keys: tuple[PaillierPublicKey, list[KeyShare]]) -> None:
+    """Seed 003, fsver_1: every field of the proof is checked; out-of-range responses are refused."""
+    pk, _ = keys
+    ctx = _context("alice", 1)
+    c, p = paillier.encrypt_proven(pk, -17, ctx)
+    k = paillier.plaintext_challenge_bits(pk)
+    tampered = [
+        (PlaintextProof(p.challenge, (p.z + 1) % pk.n, p.w), "does not verify"),
+        (PlaintextProof(p.challenge, p.z, p.w * 2 % pk.n), "does not verify"),
+        (PlaintextProof(p.challenge ^ 1, p.z, p.w), "does not verify"),
+        (PlaintextProof(p.challenge, p.z + pk.n, p.w), "response out of range"),  # same value mod n
+        (PlaintextProof(p.challenge, p.z, p.w + pk.n), "response out of range"),
+        (PlaintextProof(p.challenge, -1, p.w), "response out of range"),
+        (PlaintextProof(p.challenge, p.z, 0), "response out of range"),
+        (PlaintextProof(1 << k, p.z, p.w), "challenge out of range"),
+        (PlaintextProof(p.challenge, True, p.w), "must be ints"),
+    ]
+    for bad, reason in tampered:
+        with pytest.raises(InvalidPlaintextProof, match=reason) as err:
+            paillier.verify_plaintext_proof(pk, c, bad, ctx)
+        assert isinstance(err.value, VerificationFailed)
+    paillier.verify_plaintext_proof(pk, c, p, ctx)
+
+
+def test_prover_refuses_a_wrong_witness(keys: tuple[PaillierPublicKey, list[KeyShare]]) -> None:
+    pk, _ = keys
+    c, r = paillier.encrypt_with_nonce(pk, 10)
+    with pytest.raises(UsageError, match="do not open"):
+        paillier.prove_plaintext_knowledge(pk, c, 11, r, b"ctx")
+    with pytest.raises(UsageError, match="do not open"):
+        paillier.prove_plaintext_knowledge(pk, c, 10, r + 1, b"ctx")
+    with pytest.raises(UsageError, match="unit"):
+        paillier.prove_plaintext_knowledge(pk, c, 10, 0, b"ctx")
+    with pytest.raises(UsageError, match="bytes"):
+        paillier.prove_plaintext_knowledge(pk, c, 10, r, "ctx")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="bytes"):
+        paillier.encrypt_proven(pk, 10, "ctx")  # type: ignore[arg-type]
+
+
+def test_plaintext_proof_sigma_protocol_is_special_sound_and_hiding(
+    keys: tuple[PaillierPublicKey, list[KeyShare]],
+) -> None:
+    """Seed 003 fsver_1, the arguments of :func:`paillier.prove_plaintext_knowledge` checked.
+
+    Special soundness: two answers to one commitment yield ``(M, r)`` by the stated formula.
+    Zero knowledge: a transcript built backwards from uniform ``(e, z, w)`` satisfies the
+    verification equation, so honest ``(z, w)``, uniform mod ``n``, reveal nothing.
+    """
+    pk, _ = keys
+    n, n2 = pk.n, pk.n_square
+    m = 31337
+    c, r = paillier.encrypt_with_nonce(pk, m)
+    x, s, a = paillier._commit(pk)
+    e1, e2 = 12345, 67890
+    z1, w1 = paillier._respond(pk, x, s, e1, m, r)
+    z2, w2 = paillier._respond(pk, x, s, e2, m, r)
+    for e, z, w in ((e1, z1, w1), (e2, z2, w2)):
+        assert (1 + z * n) * pow(w, n, n2) % n2 == a * pow(c, e, n2) % n2
+    delta = e1 - e2
+    alpha = pow(delta, -1, n)
+    beta = (1 - alpha * delta) // n
+    assert (1 - alpha * delta) % n == 0
+    assert alpha * (z1 - z2) % n == m
+    r_ext = pow(w1 * pow(w2, -1, n) % n, alpha, n) * pow(c, beta, n) % n
+    assert pow(r_ext, n, n2) == pow(r, n, n2)  # the same r^n: (m, r_ext) opens c
+    # simulator: pick the answers, solve for the commitment
+    e, z, w = 424242, 99 % n, 5
+    a_sim = (1 + z * n) * pow(w, n, n2) * pow(c, -e, n2) % n2
+    assert (1 + z * n) * pow(w, n, n2) % n2 == a_sim * pow(c, e, n2) % n2
 
 
 # --------------------------------------------------------------------------- fixed point and the DeepChain rule
