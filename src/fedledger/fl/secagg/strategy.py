@@ -14,6 +14,14 @@ model is accepted.
 Any strategy that selects clients composes with it (FedAvg, the robust
 selection rules); rules whose output is not a weighted sum (median, trimmed
 mean) cannot run on secret-shared updates — see :mod:`fedledger.fl.robust`.
+
+With ``dp`` (a :class:`~fedledger.fl.dp.LocalDP`), :class:`SecureAggregation`
+also runs seed 001's DP noise as a Gaussian mechanism (§III, local training):
+every update is clipped before it is dealt, η has standard deviation
+``z · clip`` per coordinate, and each aggregate reports ε per round and in
+total. That ε is about one device's masked update ``g + η`` as the edge sees
+it; the reconstructed sum carries no noise, so neither the edge aggregate nor
+the cloud's model has a DP guarantee of its own (see the class docstring).
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ from typing import Any
 
 from fedledger.crypto.keys import SigningKey
 from fedledger.errors import UsageError, VerificationFailed
+from fedledger.fl.dp import LocalDP, clip_by_l2
 from fedledger.fl.secagg import protocol as P
 from fedledger.fl.secagg import session as S
-from fedledger.fl.secagg.field import decode
+from fedledger.fl.secagg.field import capacity, check_frac_bits, decode
 from fedledger.fl.strategy import (
     Aggregate,
     Failure,
@@ -42,6 +51,15 @@ from fedledger.fl.weights import unflatten as unflat
 
 __all__ = ["SecureAggregation", "SecureCloudSum"]
 
+NOISE_HEADROOM = 10.0
+"""Standard deviations of η that must fit in the field on top of ``clip``.
+
+A masked coordinate ``g + η`` is encoded and decoded in the centred range of
+the field; a device whose η falls outside it cannot deal. With ten standard
+deviations of room that happens with probability below 2·10⁻²³ per
+coordinate, so in practice never.
+"""
+
 
 class SecureAggregation(StrategyWrapper):
     """Seed 001 steps 1–5 at one edge (see the module docstring).
@@ -54,12 +72,52 @@ class SecureAggregation(StrategyWrapper):
     ``noise_key(client, round)`` gives a device's noise key — its VRF output on
     the round's randomness in a deployment (:func:`session.vrf_noise_key`); by
     default a deterministic simulation key from ``seed``.
+
+    DP noise: either ``noise_sigma`` (the standard deviation of η per
+    coordinate; default 0, no noise) or ``dp``, not both. ``noise_sigma`` on
+    its own masks the updates but bounds nothing: an update of any size gets
+    the same noise, so no ε exists and none is reported. ``dp`` makes the
+    noise a Gaussian mechanism, as :class:`~fedledger.fl.dp.LocalDP`
+    describes: each device's update is clipped to L2 norm ``dp.clip`` before
+    it is dealt (the device commits to the clipped update, so the secure sum
+    is the FedAvg of clipped updates), η has standard deviation
+    ``dp.sigma = z · clip``, and the aggregate's metrics carry
+    ``dp_epsilon_round``, ``dp_epsilon_total``, ``dp_delta`` (the keys of
+    :class:`~fedledger.fl.dp.DPFedAvg`) with ``dp_clip``,
+    ``dp_noise_multiplier``, ``dp_sample_rate`` (always 1: the edge knows who
+    took part, so no amplification by sampling is claimed) and ``clipped``
+    (how many of the summed updates were scaled down).
+
+    What that ε covers: what the edge learns about one device from the masked
+    update ``g + η`` the device sends it in a round (zero-out adjacency, L2
+    sensitivity ``clip``), composed over rounds by ``dp.accountant``, which
+    this strategy steps once per round; ``dp_epsilon_total`` is the ε of the
+    device that has sent the most masked updates through this strategy
+    (aggregating one round over several edges, as the hierarchy engine does,
+    counts once for each device). It does not cover:
+
+    * parties who can recompute η — the device itself, an auditor shown its
+      VRF proof, anyone with the simulation ``seed``;
+    * the reconstructed sum ``c_i = Σ n_j g_j``, which has no noise: the edge
+      and the cloud learn it exactly, so whoever knows the other devices'
+      updates recovers one device's update from it (and with a single device
+      the sum is that device's update). The aggregate model is therefore not
+      differentially private; the ε bounds only the per-device view that
+      seed 001's masking protects;
+    * the fixed-point rounding of ``g`` and ``η`` (2^-(f+1) per coordinate),
+      which the Gaussian accountant does not model.
+
+    Range: a clipped update has every coordinate within ``±clip``, so
+    ``clip`` must not exceed ``Params.limit`` (``capacity / weight_budget``)
+    or devices could not deal; and ``clip`` plus :data:`NOISE_HEADROOM`
+    standard deviations of η must fit in the field's centred range. Both are
+    checked here, with a UsageError that says which bound failed.
     """
 
     def __init__(self, inner: Strategy | None = None, *, edge: str = "edge",
                  edge_key: SigningKey | None = None, threshold: float = 0.6, keep: int | None = None,
-                 noise_sigma: float = 0.0, frac_bits: int = 16, weight_budget: int = 1 << 12,
-                 weighting: str = "samples", seed: int = 0,
+                 noise_sigma: float | None = None, dp: LocalDP | None = None, frac_bits: int = 16,
+                 weight_budget: int = 1 << 12, weighting: str = "samples", seed: int = 0,
                  noise_key: Callable[[str, int], bytes] | None = None,
                  ledger: S.Ledger | None = None, behaviour: S.Behaviour | None = None,
                  select: P.Selector | None = None) -> None:
@@ -68,11 +126,22 @@ class SecureAggregation(StrategyWrapper):
             raise UsageError(f"weighting must be 'samples' or 'uniform', got {weighting!r}")
         if not (isinstance(threshold, int | float) and threshold > 0):
             raise UsageError(f"threshold must be a count >= 1 or a fraction in (0, 1], got {threshold!r}")
+        if dp is not None and not isinstance(dp, LocalDP):
+            raise UsageError(f"dp must be a fedledger.fl.dp.LocalDP, got {type(dp).__name__}")
+        if dp is not None and noise_sigma is not None:
+            raise UsageError("pass either noise_sigma or dp, not both: with dp the noise's standard "
+                             f"deviation is dp.sigma = noise_multiplier · clip = {dp.sigma:g}")
         self.edge = edge
         self.edge_key = edge_key or SigningKey.from_seed(S.simulation_keys(seed, [edge], "edge")[edge])
         self.threshold = threshold
-        self.template = P.Params(threshold=1, frac_bits=frac_bits, noise_sigma=noise_sigma, keep=keep,
+        sigma = dp.sigma if dp is not None else (0.0 if noise_sigma is None else noise_sigma)
+        self.template = P.Params(threshold=1, frac_bits=frac_bits, noise_sigma=sigma, keep=keep,
                                  weight_budget=weight_budget)
+        self.dp = dp
+        if dp is not None:
+            _check_dp_range(dp, self.template)
+        self._released: dict[str, int] = {}  # masked updates each device has sent through this strategy
+        self._accounted = 0  # rounds this strategy has recorded on dp.accountant
         self.weighting = weighting
         self.seed = seed
         self.noise_key = noise_key
@@ -107,6 +176,15 @@ class SecureAggregation(StrategyWrapper):
         weights = {r.client: (r.num_samples if self.weighting == "samples" else 1) for r in results}
         if any(w < 1 for w in weights.values()):
             raise VerificationFailed(f"round {round_}: a result reports no samples")
+        clipped: set[str] = set()
+        if self.dp is not None:
+            for name, update in updates.items():
+                updates[name], norm = clip_by_l2(update, self.dp.clip)
+                if norm > self.dp.clip:
+                    clipped.add(name)
+            # Accounted before the protocol runs: the edge sees every masked
+            # update in step 1, even if the round fails afterwards.
+            self._account(names)
         params = P.Params(threshold=self._t(len(results)), frac_bits=self.template.frac_bits,
                           noise_sigma=self.template.noise_sigma, keep=self.template.keep,
                           weight_budget=self.template.weight_budget)
@@ -125,9 +203,52 @@ class SecureAggregation(StrategyWrapper):
             "penalised": sorted(out.penalised), "secagg_sum": out.total, "secagg_weight": out.weight,
             "secagg_threshold": params.threshold, "secagg_frac_bits": params.frac_bits,
         }
+        if self.dp is not None:
+            acct = self.dp.accountant
+            metrics.update({
+                "dp_epsilon_round": acct.epsilon_round(),
+                "dp_epsilon_total": acct.epsilon_total(),
+                "dp_delta": acct.delta,
+                "dp_clip": self.dp.clip,
+                "dp_noise_multiplier": self.dp.noise_multiplier,
+                "dp_sample_rate": 1.0,
+                "clipped": len(clipped.intersection(out.used)),
+            })
         del self._global[round_]
         samples = sum(r.num_samples for r in results if r.client in out.used)
         return Aggregate(unflat(g0 + mean, base), samples, metrics, out.used)
+
+    def _account(self, devices: Sequence[str]) -> None:
+        """Count one more masked update from each of ``devices``; step the accountant to the most sent.
+
+        Counting per device rather than per call keeps one round aggregated
+        at several edges (disjoint groups of devices) to a single step.
+        """
+        assert self.dp is not None
+        for name in devices:
+            self._released[name] = self._released.get(name, 0) + 1
+        most = max(self._released.values())
+        if most > self._accounted:
+            self.dp.accountant.step(most - self._accounted)
+            self._accounted = most
+
+
+def _check_dp_range(dp: LocalDP, params: P.Params) -> None:
+    """UsageError unless clipped updates and their noise fit the fixed-point encoding.
+
+    See "Range" in :class:`SecureAggregation`.
+    """
+    field_range = capacity(check_frac_bits(params.frac_bits))
+    if dp.clip > params.limit:
+        raise UsageError(
+            f"clip {dp.clip:g} exceeds the largest update coordinate the field can sum, ±{params.limit:g} "
+            f"(frac_bits={params.frac_bits}, weight_budget={params.weight_budget}); lower clip, "
+            "frac_bits or weight_budget")
+    if dp.clip + NOISE_HEADROOM * dp.sigma > field_range:
+        raise UsageError(
+            f"noise standard deviation {dp.sigma:g} (noise_multiplier {dp.noise_multiplier:g} × clip "
+            f"{dp.clip:g}) does not fit the field's range ±{field_range:g} with {NOISE_HEADROOM:g} standard "
+            f"deviations of room (frac_bits={params.frac_bits}); lower frac_bits or the noise")
 
 
 class SecureCloudSum(StrategyWrapper):
