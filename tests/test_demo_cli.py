@@ -56,6 +56,8 @@ def test_demo_refuses_a_workdir_it_did_not_create(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--model", "digits-mlp", "--dataset", "digits28"], "does not take 'digits28' samples"),
     (["--model", "mudfl-cnn", "--dataset", "mnist"], "--data-dir"),
+    (["--aggregation", "secagg", "--device-rounds", "2"], "one device round per cloud round"),
+    (["--aggregation", "secagg", "--mode", "decentralised"], "needs the hierarchical mode"),
 ])
 def test_demo_refuses_bad_data_settings_before_starting_anything(tmp_path: Path, args: list[str],
                                                                  message: str) -> None:

@@ -17,6 +17,13 @@ documents:
   the recorded device updates gives the recorded edge aggregate of every
   sub-round, each sub-round starting from the previous one's aggregate, and
   over the edge aggregates gives the recorded global model, bit for bit.
+
+For a task run with secure aggregation (seed 001), the auditor — a task
+reader, so it can open the devices' sealed updates that the edge never saw —
+recomputes each edge's field sum c_i = Σ n_j · encode(g_j) from the updates
+the edge's last acceptance lists, checks it against H(c_i) on the sub-chain,
+and rebuilds every model from the sums exactly as the edge and the cloud did;
+it also checks that the cloud's H(c) is Σ c_i and that every edge accepted it.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class LineageVerifier:
         self.key = key  # a reader of sealed artefacts
         self.proofs = proofs  # attach every record's transaction proof to the provenance
         self.report = LineageReport()
+        self.secure: Any = None  # seed 001's Params when the task ran secure aggregation
+        self._base: Weights = []  # the global model the round being checked started from
 
     def _artefact(self, kind: str, view: ChainView, rec: VerifiedTx, **extra: Any) -> None:
         """Add a checked record to the provenance: what it is, who recorded it, and where it is on chain."""
@@ -81,6 +90,11 @@ class LineageVerifier:
                     raise VerificationFailed("the main chain holds no model")
                 final_round = int(latest)
             rep.final_round = final_round
+            task = await self.main.client.state("fl", "task")
+            if task is not None and task["config"].get("aggregation") == "secagg":
+                from fedledger.fl.secagg.protocol import Params
+
+                self.secure = Params(threshold=1, frac_bits=int(task["config"]["secagg_frac_bits"]))
             records = {r: await self.main.model_record(r) for r in range(final_round, -1, -1)}
             rep.final_model = records[final_round].args["model"].hex()
             self._artefact("global_model", self.main, records[0])
@@ -107,11 +121,17 @@ class LineageVerifier:
     async def _verify_round(self, r: int, rec: VerifiedTx, prev: VerifiedTx) -> None:
         model = rec.args["model"]
         base = prev.args["model"]
-        aggregates: list[tuple[Weights, int]] = []
+        if self.secure is not None:
+            self._base = await self._blob(self.main, prev.args)
+        aggregates: list[tuple[Weights, int, Any]] = []
         for parent in rec.args["parents"]:
             aggregates.append(await self._verify_parent(r, parent, base, rec))
         global_w = await self._blob(self.main, rec.args)
-        if weights_hash(fedavg(aggregates)) != model or weights_hash(global_w) != model:
+        if self.secure is not None:
+            expected = await self._secure_global(r, aggregates)
+        else:
+            expected = fedavg([(w, n) for w, n, _ in aggregates])
+        if weights_hash(expected) != model or weights_hash(global_w) != model:
             raise VerificationFailed(f"round {r}: FedAvg of the edge aggregates is not the recorded global model")
         self._artefact("global_model", self.main, rec)
         self.report.rounds.append({"round": r, "model": model.hex(), "edges": [p["chain"] for p in rec.args["parents"]],
@@ -119,9 +139,24 @@ class LineageVerifier:
                                                       if a["kind"] == "device_update" and a["round"] == r}),
                                    "accuracy_bp": rec.args["metrics"].get("accuracy_bp")})
 
+    async def _secure_global(self, r: int, aggregates: list[tuple[Weights, int, Any]]) -> Weights:
+        """Seed 001 step 6 as recorded: H(c) = H(Σ c_i), every edge accepted it, model = base + c / Σ n."""
+        from fedledger.fl.secagg import protocol as P
+        from fedledger.fl.secagg.wire import model_from_sum
+
+        total = P.cloud_sum([c for _, _, c in aggregates])
+        rec = await self.main.client.state("secagg", f"cloud_sum/{r}")
+        if rec is None or bytes.fromhex(rec["total"]) != P.digest(total):
+            raise VerificationFailed(f"round {r}: the cloud's recorded H(c) is not the sum of the edges' c_i")
+        for e in rec["edges"]:
+            verdict = await self.main.client.state("secagg", f"verdict/{r}/{e['chain']}")
+            if verdict is None or not verdict["ok"]:
+                raise VerificationFailed(f"round {r}: {e['chain']} did not accept the cloud's sum")
+        return model_from_sum(self._base, total, sum(n for _, n, _ in aggregates), self.secure.frac_bits)
+
     async def _verify_parent(
         self, r: int, parent: dict[str, Any], base: bytes, rec: VerifiedTx
-    ) -> tuple[Weights, int]:
+    ) -> tuple[Weights, int, Any]:
         chain = parent["chain"]
         view = self.subs.get(chain)
         if view is None:
@@ -146,11 +181,13 @@ class LineageVerifier:
         if sub_rounds[0].args["base"] != base:
             raise VerificationFailed(f"round {r}: {chain}'s first sub-round does not start from the global model")
         aggregate: Weights = []
+        field_sum = None
         for step in sub_rounds:
-            aggregate = await self._verify_sub_round(r, chain, view, step)
-        return aggregate, a["samples"]
+            aggregate, field_sum = await self._verify_sub_round(r, chain, view, step)
+        return aggregate, a["samples"], field_sum
 
-    async def _verify_sub_round(self, r: int, chain: str, view: ChainView, agg: VerifiedTx) -> Weights:
+    async def _verify_sub_round(self, r: int, chain: str, view: ChainView, agg: VerifiedTx) -> tuple[Weights, Any]:
+        """The sub-round's aggregate recomputed from its device updates (and, under seed 001, its c_i)."""
         a = agg.args
         updates: list[tuple[Weights, int]] = []
         for up_tx in a["updates"]:
@@ -163,12 +200,24 @@ class LineageVerifier:
             updates.append((await self._blob(view, u), u["samples"]))
             self._artefact("device_update", view, up, sub_round=u.get("sub_round", 1), samples=u["samples"])
             self.report.device_updates_checked += 1
-        aggregate = fedavg(updates)
+        field_sum = None
+        if self.secure is not None:
+            from fedledger.fl.secagg import protocol as P
+            from fedledger.fl.secagg import wire
+
+            if "secagg" not in a:
+                raise VerificationFailed(f"round {r}: {chain}'s aggregate of a secure task records no H(c_i)")
+            field_sum = wire.field_sum(self._base, updates, self.secure)
+            if P.digest(field_sum) != a["secagg"]["sum"]:
+                raise VerificationFailed(f"round {r}: {chain}'s device updates do not sum to its recorded H(c_i)")
+            aggregate = wire.model_from_sum(self._base, field_sum, a["samples"], self.secure.frac_bits)
+        else:
+            aggregate = fedavg(updates)
         if weights_hash(aggregate) != a["model"] or weights_hash(await self._blob(view, a)) != a["model"]:
             raise VerificationFailed(f"round {r}: FedAvg of {chain}'s device updates is not its recorded aggregate")
         self._artefact("edge_aggregate", view, agg, sub_round=a.get("sub_round", 1), samples=a["samples"])
         self.report.edge_aggregates_checked += 1
-        return aggregate
+        return aggregate, field_sum
 
     async def _verify_anchor(
         self, r: int, chain: str, view: ChainView, agg: VerifiedTx, anchor_tx: bytes, rec: VerifiedTx

@@ -48,6 +48,9 @@ MARKER = ".fedledger-demo"
 @click.option("--mode", type=click.Choice(["hierarchical", "decentralised"]), default="hierarchical",
               show_default=True, help="decentralised: no aggregator; every device averages its peers' updates "
               "into its own view (seed 002 §5.2.2).")
+@click.option("--aggregation", type=click.Choice(["fedavg", "secagg"]), default="fedavg", show_default=True,
+              help="secagg: seed 001's verifiable secure aggregation between the processes; edges see only "
+              "masked updates and reconstruct their weighted sum (needs --device-rounds 1).")
 @click.option("--serve", is_flag=True,
               help="Keep the nodes running after the job (for `fedledger verify`/`audit`) until Ctrl-C.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), default=Path("report.json"),
@@ -56,7 +59,8 @@ MARKER = ".fedledger-demo"
               help="Accumulator modulus from `fedledger ceremony modulus --out FILE` (default: RSA-2048).")
 def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: str, dataset: str,
          data_dir: Path | None, partition: str, alpha: float, device_rounds: int, epochs: int,
-         delegate_signing: bool, mode: str, serve: bool, report_path: Path, modulus_file: Path | None) -> None:
+         delegate_signing: bool, mode: str, aggregation: str, serve: bool, report_path: Path,
+         modulus_file: Path | None) -> None:
     """Run a small hierarchical federated-learning job end to end and verify it."""
     from fedledger.fl.datasets import load_dataset
     from fedledger.fl.specs import check_model_dataset
@@ -69,8 +73,12 @@ def demo(workdir: Path, edges: int, devices_per_edge: int, rounds: int, model: s
         raise UsageError(f"{dataset} has {info.train_size} training samples, fewer than the "
                          f"{edges * devices_per_edge} devices")
     fl = {"model": model, "dataset": dataset, "partition": partition, "alpha": alpha, "device_rounds": device_rounds,
-          "epochs": epochs, "delegate_signing": delegate_signing, "mode": mode,
+          "epochs": epochs, "delegate_signing": delegate_signing, "mode": mode, "aggregation": aggregation,
+          **({"verify_steps": 0} if aggregation == "secagg" else {}),
           **({"data_dir": str(data_dir.resolve())} if data_dir else {})}
+    from fedledger.node.roles.base import FLSettings
+
+    FLSettings.from_config(fl)  # a combination the nodes would refuse fails here, before any process starts
     console = Console()
     accumulator = _ceremony_modulus(modulus_file) if modulus_file else None
     _prepare_workdir(workdir)

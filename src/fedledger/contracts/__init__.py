@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from fedledger.contracts import beacon, bft, fl, identity, interlock, microchain, records
+from fedledger.contracts import beacon, bft, fl, identity, interlock, microchain, records, secagg
 from fedledger.contracts.base import REGISTRY, Context, Contract, lookup
 from fedledger.ledger.state import State
 
@@ -13,4 +13,4 @@ BLOCK_HOOKS: dict[str, Callable[[State, str, int, bytes, bytes, Any], None]] = {
     "bft": bft.finish_block,
 }
 
-__all__ = ["BLOCK_HOOKS", "REGISTRY", "Context", "Contract", "beacon", "bft", "fl", "identity", "interlock", "lookup", "microchain", "records"]
+__all__ = ["BLOCK_HOOKS", "REGISTRY", "Context", "Contract", "beacon", "bft", "fl", "identity", "interlock", "lookup", "microchain", "records", "secagg"]

@@ -122,6 +122,10 @@ def publish_model(ctx: Context, args: Any) -> None:
     )
     ctx.require(len(parents) <= MAX_PARENTS, "too many parents")
     ctx.require(round_ == 0 or parents, "a global model after round 0 must name its edge aggregates")
+    from fedledger.contracts.secagg import sum_problem
+
+    problem = sum_problem(ctx, round_)  # seed 001 step 6: every edge must accept the secure sum
+    ctx.require(problem is None, problem or "")
     for p in parents:
         ctx.require(isinstance(p, dict), "parent must be a map")
         chain = arg(p, "chain", str)
@@ -214,6 +218,7 @@ def submit_update(ctx: Context, args: Any) -> None:
     """A device's local model for a round, trained from ``base`` on data ``data``.
 
     With ``steps`` (> 0) the model must be the last of exactly that many recorded steps from ``base``.
+    Under secure aggregation ``masked`` binds the device's seed 001 packet (``contracts.secagg``).
     """
     require_role(ctx, "device")
     round_ = arg(args, "round", int)
@@ -224,6 +229,7 @@ def submit_update(ctx: Context, args: Any) -> None:
     data = arg(args, "data", bytes, size=HASH)
     blob = arg(args, "blob", bytes, size=HASH) if "blob" in args else model
     steps = arg(args, "steps", int) if "steps" in args else 0
+    masked = arg(args, "masked", bytes, size=HASH) if "masked" in args else None
     ctx.require(samples > 0, "samples must be positive")
     ctx.require(ctx.get(f"closed/{stage(round_, sub)}") is None, f"round {stage(round_, sub)} is closed")
     where = f"{stage(round_, sub)}/{ctx.address.hex()}"
@@ -235,6 +241,8 @@ def submit_update(ctx: Context, args: Any) -> None:
         ctx.require(last["model"] == model and last["global"] == base, "the update is not the last recorded step")
     record = {"round": round_, "sub_round": sub, "base": base, "model": model, "blob": blob, "samples": samples,
               "data": data, "steps": steps, "device": ctx.sender, "tx": ctx.tx_hash}
+    if masked is not None:
+        record["masked"] = masked
     ctx.put(key, record)
     ctx.put(f"update_tx/{ctx.tx_hash.hex()}", record)
     _index_model(ctx, model)
@@ -251,7 +259,9 @@ def _index_model(ctx: Context, model: bytes) -> None:
 def record_aggregate(ctx: Context, args: Any) -> None:
     """The edge aggregate of a device round; every listed update must be on this chain, same round and base.
 
-    Sub-round j > 1 must start from this edge's sub-round j-1 aggregate.
+    Sub-round j > 1 must start from this edge's sub-round j-1 aggregate. Under secure aggregation
+    ``secagg`` is ``{"attempt", "sum"}``: the updates must be exactly that acceptance's, in its order, and
+    ``sum`` is H(c_i) (``contracts.secagg``).
     """
     require_role(ctx, "edge")
     round_ = arg(args, "round", int)
@@ -279,9 +289,17 @@ def record_aggregate(ctx: Context, args: Any) -> None:
                     f"update {tx.hex()} is for another round or base")
         total += up["samples"]
     ctx.require(total == samples, f"samples {samples} do not match the updates' total {total}")
-    ctx.put(f"aggregate/{stage(round_, sub)}", {"round": round_, "sub_round": sub, "base": base, "model": model,
-                                                "blob": blob, "samples": samples, "updates": updates,
-                                                "edge": ctx.sender, "tx": ctx.tx_hash})
+    record = {"round": round_, "sub_round": sub, "base": base, "model": model, "blob": blob, "samples": samples,
+              "updates": updates, "edge": ctx.sender, "tx": ctx.tx_hash}
+    if "secagg" in args:
+        sec = arg(args, "secagg", dict)
+        attempt = arg(sec, "attempt", int)
+        acc = ctx.get(f"accept/{stage(round_, sub)}/{attempt}", contract="secagg")
+        ctx.require(acc is not None and attempt == ctx.get(f"attempt/{stage(round_, sub)}", contract="secagg"),
+                    f"acceptance {attempt} is not the round's last")
+        ctx.require(acc["updates"] == updates, "the updates are not the accepted ones, in order")
+        record["secagg"] = {"attempt": attempt, "sum": arg(sec, "sum", bytes, size=HASH)}
+    ctx.put(f"aggregate/{stage(round_, sub)}", record)
     _index_model(ctx, model)
 
 

@@ -43,6 +43,12 @@ SUMMARIES = {
     ("POST", "/v1/fl/decentralised"): "Device pool: run rounds without an aggregator; each device validates, "
     "votes on and averages its peers' updates into its own global model.",
     ("POST", "/v1/fl/data"): "Edge: sign and record a batch of readings for a device that delegates signing.",
+    ("POST", "/v1/fl/secagg/sketch"): "Device pool: seed 001 step 2, sketches of this pool's devices' "
+    "polynomials under the round's challenge.",
+    ("POST", "/v1/fl/secagg/sum"): "Device pool: seed 001 step 4, check the edge's acceptance and the shares, "
+    "record H(S_Dj) and return share sums or complaints.",
+    ("POST", "/v1/fl/secagg/verify"): "Edge: seed 001 step 6, record COM(c_i) and the verdict on the "
+    "cloud's sum.",
 }
 
 

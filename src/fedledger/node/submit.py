@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
@@ -51,19 +52,19 @@ class RemoteChain:
     def __init__(self, client: NodeClient, chain_id: str) -> None:
         self.client = client
         self.chain_id = chain_id
+        self._nonces = asyncio.Lock()  # one key's concurrent submissions must not draw the same nonce
 
     async def call(self, key: SigningKey, contract: str, method: str, args: Any, timeout_s: float = 30) -> bytes:
-        nonce = await self.client.next_nonce(key.address)
-        tx = make_tx(key, self.chain_id, nonce, contract, method, args, _now_ms())
-        await self.client.submit_tx(tx)
-        await self.wait_success(tx.tx_hash, f"{contract}.{method}", timeout_s)
-        return tx.tx_hash
+        tx_hash = await self.submit(key, contract, method, args)
+        await self.wait_success(tx_hash, f"{contract}.{method}", timeout_s)
+        return tx_hash
 
     async def submit(self, key: SigningKey, contract: str, method: str, args: Any) -> bytes:
         """Submit without waiting (the caller batches and awaits later)."""
-        nonce = await self.client.next_nonce(key.address)
-        tx = make_tx(key, self.chain_id, nonce, contract, method, args, _now_ms())
-        return await self.client.submit_tx(tx)
+        async with self._nonces:
+            nonce = await self.client.next_nonce(key.address)
+            tx = make_tx(key, self.chain_id, nonce, contract, method, args, _now_ms())
+            return await self.client.submit_tx(tx)
 
     async def wait_success(self, tx_hash: bytes, what: str, timeout_s: float = 30) -> None:
         out = await self.client.wait_tx(tx_hash, timeout_s)

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from fedledger.audit.chainview import ChainView
-from fedledger.errors import ConfigError, VerificationFailed
+from fedledger.errors import ConfigError, FedledgerError, VerificationFailed
 from fedledger.fl.program import program_hash, training_program
 from fedledger.net.api import NodeAPI
 from fedledger.net.client import NodeClient
@@ -52,6 +52,7 @@ class RoleContext:
 
 
 MODES = ("hierarchical", "decentralised")
+AGGREGATIONS = ("fedavg", "secagg")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class FLSettings:
     how many results an aggregator needs (fewer fail the round; dropouts are reported, not waited for);
     ``mode`` is ``"hierarchical"`` (edges aggregate their devices, the cloud the edges) or
     ``"decentralised"`` (seed 002 §5.2.2: no aggregator, every device averages its peers' updates).
+    ``aggregation`` is ``"fedavg"`` (the edge sees every update) or ``"secagg"`` (seed 001: devices
+    mask, commit and secret-share their updates; the edge reconstructs only the weighted sum, with
+    ``secagg_threshold`` (a fraction of the edge's devices, rounded up) share sums needed,
+    ``secagg_noise_sigma`` DP noise per coordinate and ``secagg_keep`` the top-n filter).
+    Secure aggregation hides updates, steps and data from the edge, so it cannot re-run training steps
+    (``verify_steps = 0``; the task's readers still can); it runs one device round per cloud round.
     """
 
     model: str = "digits-mlp"
@@ -84,10 +91,45 @@ class FLSettings:
     delegate_signing: bool = False
     min_results: int = 1
     mode: str = "hierarchical"
+    aggregation: str = "fedavg"
+    secagg_threshold: float = 0.6
+    secagg_noise_sigma: float = 0.0
+    secagg_keep: int | None = None
+    secagg_frac_bits: int = 16
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"fl mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"fl aggregation must be one of {', '.join(AGGREGATIONS)}, not {self.aggregation!r}")
+        if self.secure:
+            if self.mode != "hierarchical":
+                raise ConfigError("secure aggregation needs the hierarchical mode (an edge reconstructs the sum)")
+            if self.verify_steps:
+                raise ConfigError("secure aggregation hides updates from the edge, so it cannot re-run their "
+                                  "training steps: set verify_steps = 0 (the task's readers still can)")
+            if self.device_rounds != 1:
+                raise ConfigError("secure aggregation runs one device round per cloud round (device_rounds = 1)")
+            if not 0 < self.secagg_threshold <= 1:
+                raise ConfigError(f"secagg_threshold is a fraction in (0, 1], not {self.secagg_threshold!r}")
+            self.secagg_params(1)  # the other secagg_* settings must make valid parameters
+
+    @property
+    def secure(self) -> bool:
+        return self.aggregation == "secagg"
+
+    def secagg_params(self, participants: int) -> Any:
+        """Seed 001's public parameters for a round with ``participants`` devices (``protocol.Params``)."""
+        import math
+
+        from fedledger.fl.secagg.protocol import Params
+
+        try:
+            return Params(threshold=max(1, math.ceil(self.secagg_threshold * participants)),
+                          frac_bits=int(self.secagg_frac_bits), noise_sigma=float(self.secagg_noise_sigma),
+                          keep=self.secagg_keep)
+        except FedledgerError as exc:
+            raise ConfigError(f"bad secagg settings: {exc}") from None
 
     @classmethod
     def from_config(cls, fl: dict[str, Any]) -> FLSettings:

@@ -7,7 +7,10 @@ authenticator on the main chain, asks every edge to run the round, checks the
 edge aggregates and combines them with its strategy (FedAvg by sample count;
 edges that failed are reported to it), evaluates the result on its
 held-out test set, and publishes the next global model naming the edge
-aggregates it came from.
+aggregates it came from. Under secure aggregation (seed 001) it adds the
+edges' field sums instead, commits to H(c) on the main chain and publishes
+only once every edge has verified COM(c) = Σ COM(c_i) there; the contract
+refuses the model otherwise, and penalises the cloud for a refused sum.
 
 In a decentralised job (``mode = "decentralised"``, seed 002 §5.2.2) it opens
 the task and publishes round 0 (sealed for the device pools' registered
@@ -26,6 +29,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from fedledger.audit.crosschain import Trusted, fetch_proof, verify_cross_chain
@@ -33,12 +37,16 @@ from fedledger.contracts.base import read_state
 from fedledger.contracts.fl import authenticator_message
 from fedledger.crypto.keys import Domain, address_of
 from fedledger.errors import ConfigError, FedledgerError, NotFound, UsageError, VerificationFailed
+from fedledger.fl.secagg import protocol as P
+from fedledger.fl.secagg import wire
+from fedledger.fl.secagg.field import Q, encode
 from fedledger.fl.strategy import Failure, FedAvg, TrainRes
 from fedledger.fl.weights import Weights, decode_weights, encode_weights
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext
 from fedledger.node.roles.relay import AnchorRelay
+from fedledger.node.roles.secagg_edge import SECURE_SUM, open_vector
 from fedledger.node.submit import LocalChain, RemoteChain
 from fedledger.storage.artefacts import MODEL, open_artefact, store_artefact
 
@@ -140,7 +148,9 @@ class CloudRole:
             "program": s.program_hash(), "model": s.model, "dataset": s.dataset, "test_set": info.test_hash,
             "test_samples": info.test_size, "device_rounds": s.device_rounds, "readers": self.readers,
             "config": {"partition": s.partition, "alpha": repr(s.alpha), "readings": s.readings,
-                       "seal": s.seal, "verify_steps": s.verify_steps, "program": s.program(), "mode": s.mode},
+                       "seal": s.seal, "verify_steps": s.verify_steps, "program": s.program(), "mode": s.mode,
+                       "aggregation": s.aggregation, "secagg_threshold": repr(s.secagg_threshold),
+                       "secagg_noise_sigma": repr(s.secagg_noise_sigma), "secagg_frac_bits": s.secagg_frac_bits},
         })
         if s.mode == "decentralised":
             self.device_keys = await self._pool_devices()
@@ -153,7 +163,7 @@ class CloudRole:
             return
         for round_ in range(1, rounds + 1):
             t0 = time.perf_counter()
-            parents, weights = await self._edge_round(round_, model)
+            parents, weights = await self._edge_round(round_, model, weights)
             acc = await self._evaluate(weights, test)
             model = await self._publish(round_, weights, parents, acc)
             self.job["accuracy_per_round"].append(acc)
@@ -162,15 +172,19 @@ class CloudRole:
             self.job["final_model"] = model[0].hex()
             log_event(log, logging.INFO, "round done", round=round_, accuracy=acc)
 
-    async def _edge_round(self, round_: int, base: tuple[bytes, bytes]) -> tuple[list[dict[str, Any]], Weights]:
+    async def _edge_round(self, round_: int, base: tuple[bytes, bytes], global_weights: Weights
+                          ) -> tuple[list[dict[str, Any]], Weights]:
         """Ask every edge for its aggregate; the strategy combines what came back, given the edges that failed.
 
         The parents are recorded in the order they were combined, so auditors recompute the global model exactly.
+        Under secure aggregation the cloud adds the edges' sums instead, and every edge verifies the result
+        (seed 001 step 6, :meth:`_secure_sum`).
         """
         req = {"round": round_, "base": base[0].hex(), "blob": base[1].hex()}
         replies = await asyncio.gather(*(e.post_json("/v1/fl/round", req) for e in self.edges),
                                        return_exceptions=True)
         parents: dict[str, dict[str, Any]] = {}
+        answered: dict[str, tuple[Any, dict[str, Any]]] = {}  # chain → (edge client, reply)
         results, failures = [], []
         for edge, reply in zip(self.edges, replies, strict=True):
             if isinstance(reply, BaseException):
@@ -185,8 +199,43 @@ class CloudRole:
             parents[reply["chain"]] = {"chain": reply["chain"], "tx": bytes.fromhex(reply["tx"]),
                                        "model": bytes.fromhex(reply["model"]), "samples": int(reply["samples"]),
                                        "anchor": bytes.fromhex(reply["anchor_tx"])}
+            answered[reply["chain"]] = (edge, reply)
+        if self.settings.secure:
+            if not answered:
+                raise VerificationFailed(f"round {round_}: no edge delivered a secure sum")
+            return [parents[chain] for chain in answered], await self._secure_sum(round_, global_weights, answered)
         agg = self.strategy.aggregate(round_, results, failures)
         return [parents[chain] for chain in agg.used], agg.weights
+
+    async def _secure_sum(self, round_: int, base: Weights, replies: dict[str, tuple[Any, dict[str, Any]]]
+                          ) -> Weights:
+        """Seed 001 step 6: c = Σ c_i, H(c) on chain, then every edge's COM check; the model is base + c / Σ n."""
+        edges: list[dict[str, Any]] = []
+        sums = []
+        for chain, (edge, reply) in replies.items():
+            c_i = open_vector(await edge.get_blob(reply["secagg"]["sum"]), self.key)
+            recorded = await edge.state("fl", f"aggregate/{round_}")
+            if recorded is None or recorded.get("secagg", {}).get("sum") != P.digest(c_i).hex():
+                raise VerificationFailed(f"{chain}'s c_i is not the H(c_i) its sub-chain recorded")
+            edges.append({"chain": chain, "sum": P.digest(c_i), "weight": int(reply["samples"])})
+            sums.append(c_i)
+        total = P.cloud_sum(sums)
+        forge = self.ctx.cfg.fl.get("secagg_faults", {}).get("forge", {})
+        if forge.get("round") == round_:  # fault injection for tests only: a cloud that shifts the sum
+            shift = np.full(total.shape[0], float(forge.get("by", 1e-3)))
+            total = (total + encode(shift, self.settings.secagg_frac_bits)) % Q
+        readers = self.settings.sealed_for(self.key.public_key, *self.edge_keys(), readers=self.readers)
+        _, blob = store_artefact(self.ctx.blobs, wire.vector_bytes(total), readers, SECURE_SUM)
+        await self.main.call(self.key, "secagg", "cloud_sum", {
+            "round": round_, "total": P.digest(total), "blob": blob, "edges": edges})
+        verdicts = await asyncio.gather(*(edge.post_json("/v1/fl/secagg/verify", {"round": round_})
+                                          for edge, _ in replies.values()), return_exceptions=True)
+        refused = [f"{e['chain']}: {v if isinstance(v, BaseException) else v.get('reason')}"
+                   for e, v in zip(edges, verdicts, strict=True) if isinstance(v, BaseException) or not v.get("ok")]
+        if refused:
+            raise VerificationFailed(f"round {round_}: edges did not accept the cloud's sum ({'; '.join(refused)})")
+        weight = sum(int(e["weight"]) for e in edges)
+        return wire.model_from_sum(base, total, weight, self.settings.secagg_frac_bits)
 
     async def _publish(self, round_: int, weights: Weights, parents: list[dict[str, Any]], acc: float
                        ) -> tuple[bytes, bytes]:

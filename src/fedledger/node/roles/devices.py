@@ -38,6 +38,7 @@ from fedledger.logs import log_event
 from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext, fetch_task, task_readers
 from fedledger.node.roles.peers import PeerRounds
+from fedledger.node.roles.secagg_devices import SecureDevices
 from fedledger.node.submit import RemoteChain
 from fedledger.storage.artefacts import DATA, MODEL, open_artefact, seal_artefact
 
@@ -78,6 +79,7 @@ class DevicePoolRole:
         self.sub = RemoteChain(self.edge, self.chain_id)
         self._collected = asyncio.Lock()
         self.peers = PeerRounds(self)
+        self.secure = SecureDevices(self) if self.settings.secure else None
         ctx.api.app.router.add_post("/v1/fl/train", self.handle_train)
         ctx.api.app.router.add_post("/v1/fl/decentralised", self.handle_decentralised)
         ctx.api.status_extra = lambda: {"devices": len(self.devices),
@@ -90,9 +92,12 @@ class DevicePoolRole:
             base = bytes.fromhex(body["base"])
             sub_round = int(body.get("sub_round", 1))
             blob = bytes.fromhex(body.get("blob") or body["base"])
+            spec = body.get("secagg")
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"bad train request: {exc}") from None
-        return web.json_response(await self.train_round(round_, base, blob, sub_round))
+        if (spec is None) != (self.secure is None):
+            raise UsageError("the edge and this pool disagree on secure aggregation (fl.aggregation)")
+        return web.json_response(await self.train_round(round_, base, blob, sub_round, spec))
 
     async def handle_decentralised(self, request: web.Request) -> web.Response:
         """Seed 002 §5.2.2: ``{"rounds", "base", "blob"}``, rounds without an aggregator (``peers.py``)."""
@@ -108,11 +113,15 @@ class DevicePoolRole:
         return web.json_response(await self.peers.run(rounds, base, blob))
 
     def readers(self, task: dict[str, Any], device: Device, *peers: bytes) -> list[bytes] | None:
-        """Who may open this device's artefacts: itself, its edge, ``peers`` and the task's readers (None: plain)."""
-        edge = [self.edge_key] if self.edge_key else []
+        """Who may open this device's artefacts: itself, its edge, ``peers`` and the task's readers (None: plain).
+
+        Under secure aggregation the edge is left out: it sees only masked updates.
+        """
+        edge = [self.edge_key] if self.edge_key and not self.settings.secure else []
         return self.settings.sealed_for(device.key.public_key, *edge, *peers, readers=task_readers(task))
 
-    async def train_round(self, round_: int, base: bytes, blob: bytes, sub_round: int = 1) -> dict[str, Any]:
+    async def train_round(self, round_: int, base: bytes, blob: bytes, sub_round: int = 1,
+                          secagg: dict[str, Any] | None = None) -> dict[str, Any]:
         from fedledger.audit.chainview import verify_global_model
         from fedledger.fl.weights import decode_weights
 
@@ -130,7 +139,8 @@ class DevicePoolRole:
             try:
                 plain = open_artefact(stored, base, device.key, MODEL)
                 weights = decode_weights(plain)
-                updates.append(await self._train_device(task, device, round_, sub_round, base, weights))
+                updates.append(await self._train_device(task, device, round_, sub_round, base, weights,
+                                                        secagg=secagg))
             except FedledgerError as exc:
                 failures.append({"device": device.name, "error": str(exc)})
                 log_event(log, logging.WARNING, "device failed", device=device.name, error=str(exc))
@@ -174,9 +184,12 @@ class DevicePoolRole:
 
     async def _train_device(self, task: dict[str, Any], device: Device, round_: int, sub_round: int,
                             base: bytes, weights: Any, peers: Sequence[bytes] = (),
-                            update_blob: bytes | None = None) -> dict[str, Any]:
+                            update_blob: bytes | None = None, secagg: dict[str, Any] | None = None
+                            ) -> dict[str, Any]:
         """Train in recorded steps and record the update; artefacts are also sealed for ``peers``.
 
+        With ``secagg`` (the edge's round spec) the update is also dealt (seed 001 step 1,
+        ``secagg_devices.py``) and its packet bound in ``fl.submit_update``.
         ``update_blob`` (fault injection for tests only) replaces the update's blob address.
         """
         from fedledger.crypto.hashing import tagged_hash
@@ -199,9 +212,14 @@ class DevicePoolRole:
         samples = sum(len(b.data) for b in device.batches)
         data = tagged_hash("fedledger/data-batches", b"".join(b.data_hash for b in device.batches))
         address = update_blob or address
-        tx_hash = await self.sub.submit(device.key, "fl", "submit_update", {
-            "round": round_, "sub_round": sub_round, "base": base, "model": last.model, "blob": address,
-            "samples": samples, "data": data, "steps": len(steps),
-        })
+        args = {"round": round_, "sub_round": sub_round, "base": base, "model": last.model, "blob": address,
+                "samples": samples, "data": data, "steps": len(steps)}
+        extra = {}
+        if secagg is not None and self.secure is not None:
+            from fedledger.fl.secagg.wire import update_vector
+
+            args["masked"], extra["secagg"] = await self.secure.deal(
+                device, secagg, round_, sub_round, base, update_vector(last.weights, weights), samples)
+        tx_hash = await self.sub.submit(device.key, "fl", "submit_update", args)
         return {"device": device.name, "tx": tx_hash.hex(), "model": last.model.hex(), "blob": address.hex(),
-                "samples": samples}
+                "samples": samples, **extra}

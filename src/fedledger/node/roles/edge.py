@@ -9,7 +9,9 @@ A round, as data flows (seed 004 §III-A, seed 000 §V):
    its record and re-run ``verify_steps`` of its recorded training steps
    (seed 000 §V-B: peers verify M_(i+1) before accepting it), hand the
    accepted updates and the failures to its strategy (FedAvg by sample count,
-   at least ``min_results`` updates), seal and store the aggregate,
+   at least ``min_results`` updates) — or, with ``aggregation = "secagg"``,
+   runs seed 001 with its devices and reconstructs only their weighted sum
+   (``secagg_edge.py``) — seal and store the aggregate,
    ``record_aggregate`` listing the updates in the order they were combined; sub-round j+1
    starts from sub-round j's aggregate;
 3. wait until a quorum-signed anchor of the sub-chain at or above the last
@@ -33,12 +35,15 @@ from fedledger.contracts.base import read_state
 from fedledger.contracts.fl import data_message, stage
 from fedledger.crypto.keys import Domain, address_of
 from fedledger.errors import ConfigError, FedledgerError, UsageError, VerificationFailed
+from fedledger.fl.secagg.protocol import digest
+from fedledger.fl.secagg.wire import vector_bytes
 from fedledger.fl.strategy import Failure, FedAvg, TrainRes
 from fedledger.fl.weights import Weights, decode_weights, encode_weights
 from fedledger.logs import log_event
 from fedledger.net.api import read_json
 from fedledger.node.roles.base import FLSettings, RoleContext, fetch_task, task_readers
 from fedledger.node.roles.relay import AnchorRelay
+from fedledger.node.roles.secagg_edge import SECURE_SUM, SecureEdge
 from fedledger.node.submit import LocalChain, RemoteChain
 from fedledger.storage.artefacts import DATA, MODEL, open_artefact, store_artefact
 
@@ -55,6 +60,7 @@ class EdgeRole:
         self.settings = FLSettings.from_config(ctx.cfg.fl)
         self.deadline_s = float(ctx.cfg.fl.get("deadline_s", 120))
         self.strategy = FedAvg(min_results=self.settings.min_results)
+        self.secure = SecureEdge(self) if self.settings.secure else None
         self.sub = LocalChain(ctx.chain)
         self.cloud = ctx.client(ctx.peer("cloud"))
         self.pools = [ctx.client(u, timeout_s=self.deadline_s) for u in ctx.peer_list("devices")]
@@ -120,9 +126,11 @@ class EdgeRole:
                             readers: list[bytes] | None, failures: list[Any]) -> dict[str, Any]:
         before = len(failures)
         updates = await self._collect_updates(round_, sub_round, base, blob, weights, failures)
+        if self.secure is not None:
+            return await self._secure_round(round_, sub_round, base, weights, readers, updates, failures)
         by_device = {up["device_key"]: up for up, _ in updates}
         agg = self.strategy.aggregate(  # the updates are recorded in the order they were combined
-            round_, [TrainRes(up["device_key"], w, int(up["samples"])) for up, w in updates],
+            round_, [TrainRes(up["device_key"], w, int(up["samples"])) for up, w in updates if w is not None],
             [Failure(str(f.get("device") or f.get("pool")), round_, str(f["error"])) for f in failures[before:]])
         model, address = store_artefact(self.ctx.blobs, encode_weights(agg.weights), readers, MODEL)
         agg_tx = await self.sub.call(self.key, "fl", "record_aggregate", {
@@ -132,14 +140,33 @@ class EdgeRole:
         return {"tx": agg_tx.hex(), "model": model.hex(), "blob": address.hex(), "samples": agg.num_samples,
                 "updates": len(agg.used)}
 
+    async def _secure_round(self, round_: int, sub_round: int, base: bytes, weights: Weights,
+                            readers: list[bytes] | None, updates: list[tuple[dict[str, Any], Any]],
+                            failures: list[Any]) -> dict[str, Any]:
+        """Seed 001 steps 2–5 (``secagg_edge.py``), then the aggregate and its H(c_i) on the sub-chain."""
+        assert self.secure is not None
+        out = await self.secure.aggregate(round_, sub_round, base, weights, [up for up, _ in updates], failures)
+        model, address = store_artefact(self.ctx.blobs, encode_weights(out.model), readers, MODEL)
+        _, total = store_artefact(self.ctx.blobs, vector_bytes(out.total), readers, SECURE_SUM)
+        agg_tx = await self.sub.call(self.key, "fl", "record_aggregate", {
+            "round": round_, "sub_round": sub_round, "base": base, "model": model, "blob": address,
+            "samples": out.weight, "updates": out.updates,
+            "secagg": {"attempt": out.attempt, "sum": digest(out.total)},
+        })
+        return {"tx": agg_tx.hex(), "model": model.hex(), "blob": address.hex(), "samples": out.weight,
+                "updates": len(out.updates),
+                "secagg": {"sum": total.hex(), "hash": digest(out.total).hex()}}
+
     async def _collect_updates(self, round_: int, sub_round: int, base: bytes, blob: bytes, weights: Weights,
-                               failures: list[Any]) -> list[tuple[dict[str, Any], Weights]]:
+                               failures: list[Any]) -> list[tuple[dict[str, Any], Weights | None]]:
         """Ask every pool to train; keep the updates that are committed, match their record and re-run."""
-        req = {"round": round_, "sub_round": sub_round, "base": base.hex(), "blob": blob.hex()}
+        req: dict[str, Any] = {"round": round_, "sub_round": sub_round, "base": base.hex(), "blob": blob.hex()}
+        if self.secure is not None:
+            req["secagg"] = self.secure.spec()
         replies = await asyncio.gather(
             *(pool.post_json("/v1/fl/train", req) for pool in self.pools), return_exceptions=True
         )
-        updates: list[tuple[dict[str, Any], Weights]] = []
+        updates: list[tuple[dict[str, Any], Weights | None]] = []
         for pool, reply in zip(self.pools, replies, strict=True):
             if isinstance(reply, BaseException):
                 failures.append({"pool": pool.base_url, "error": str(reply) or type(reply).__name__})
@@ -152,18 +179,27 @@ class EdgeRole:
                     failures.append({"device": up.get("device"), "error": str(exc) or type(exc).__name__})
         return updates
 
-    async def _check_update(self, up: dict[str, Any], round_: int, sub_round: int, base: bytes,
-                            weights: Weights) -> Weights:
-        tx_hash = bytes.fromhex(up["tx"])
+    async def committed(self, tx_hash: bytes, what: str) -> None:
+        """Wait (up to the deadline) for a transaction on this sub-chain; it must have succeeded."""
         if await self.node.wait_for_tx(tx_hash, self.deadline_s) is None:
-            raise VerificationFailed("update transaction was not committed before the deadline")
+            raise VerificationFailed(f"{what} transaction was not committed before the deadline")
         receipt = self.node.store.receipt(tx_hash)
         if not receipt.success:
-            raise VerificationFailed(f"update rejected on chain: {receipt.error}")
+            raise VerificationFailed(f"{what} rejected on chain: {receipt.error}")
+
+    async def _check_update(self, up: dict[str, Any], round_: int, sub_round: int, base: bytes,
+                            weights: Weights) -> Weights | None:
+        """The device's update (None under secure aggregation, where the edge never sees it)."""
+        tx_hash = bytes.fromhex(up["tx"])
+        await self.committed(tx_hash, "update")
         tx = self.node.store.tx(tx_hash)
         args = tx.call().args
         if (args["round"], args.get("sub_round", 1), args["base"]) != (round_, sub_round, base):
             raise VerificationFailed("update transaction is for another round or base")
+        up["samples"] = args["samples"]
+        up["device_key"] = tx.sender.hex()
+        if self.secure is not None:
+            return None
         update = decode_weights(self._open(args["blob"], args["model"], MODEL))
         steps = int(args.get("steps", 0))
         if self.settings.verify_steps:
@@ -174,8 +210,6 @@ class EdgeRole:
                 problem = await asyncio.to_thread(self._recompute, tx.sender, round_, sub_round, index, weights)
                 if problem:
                     raise VerificationFailed(f"training step {index} does not verify: {problem}")
-        up["samples"] = args["samples"]
-        up["device_key"] = tx.sender.hex()
         return update
 
     def _open(self, address: bytes, plain_hash: bytes, context: bytes) -> bytes:
