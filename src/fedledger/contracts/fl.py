@@ -259,9 +259,9 @@ def _index_model(ctx: Context, model: bytes) -> None:
 def record_aggregate(ctx: Context, args: Any) -> None:
     """The edge aggregate of a device round; every listed update must be on this chain, same round and base.
 
-    Sub-round j > 1 must start from this edge's sub-round j-1 aggregate. Under secure aggregation
-    ``secagg`` is ``{"attempt", "sum"}``: the updates must be exactly that acceptance's, in its order, and
-    ``sum`` is H(c_i) (``contracts.secagg``).
+    Sub-round j > 1 must start from this edge's sub-round j-1 aggregate. A round with a secure-aggregation
+    acceptance needs ``secagg`` = ``{"attempt", "sum"}``: the updates must be exactly the last acceptance's,
+    in its order, and ``sum`` is H(c_i) (``contracts.secagg``).
     """
     require_role(ctx, "edge")
     round_ = arg(args, "round", int)
@@ -291,7 +291,7 @@ def record_aggregate(ctx: Context, args: Any) -> None:
     ctx.require(total == samples, f"samples {samples} do not match the updates' total {total}")
     record = {"round": round_, "sub_round": sub, "base": base, "model": model, "blob": blob, "samples": samples,
               "updates": updates, "edge": ctx.sender, "tx": ctx.tx_hash}
-    if "secagg" in args:
+    if "secagg" in args or ctx.get(f"attempt/{stage(round_, sub)}", contract="secagg") is not None:
         sec = arg(args, "secagg", dict)
         attempt = arg(sec, "attempt", int)
         acc = ctx.get(f"accept/{stage(round_, sub)}/{attempt}", contract="secagg")

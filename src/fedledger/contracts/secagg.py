@@ -67,11 +67,11 @@ def accept(ctx: Context, args: Any) -> None:
     ctx.require(attempt <= MAX_ATTEMPTS, f"at most {MAX_ATTEMPTS} attempts per round")
     ctx.require(0 < len(updates) <= MAX_UPDATES, f"an acceptance lists 1..{MAX_UPDATES} updates")
     ctx.require(len(commitments) == len(updates), "one commitment per accepted update")
+    ctx.require(all(isinstance(tx, bytes) and len(tx) == HASH for tx in updates), "updates are 32-byte tx hashes")
+    ctx.require(all(isinstance(c, bytes) and len(c) == 2 * HASH for c in commitments), "commitments are 64 bytes")
     ctx.require(len(set(updates)) == len(updates), "an update is listed twice")
     devices, weights = [], []
     for tx, com in zip(updates, commitments, strict=True):
-        ctx.require(isinstance(tx, bytes) and len(tx) == HASH, "updates are 32-byte tx hashes")
-        ctx.require(isinstance(com, bytes) and len(com) == 2 * HASH, "commitments are 64 bytes")
         up = ctx.get(f"update_tx/{tx.hex()}", contract="fl")
         ctx.require(up is not None and stage(up["round"], up.get("sub_round", 1)) == label,
                     f"update {tx.hex()[:16]}… is not an update of round {label} on this chain")

@@ -110,6 +110,15 @@ class Params:
         return capacity(self.frac_bits) / self.weight_budget
 
 
+def threshold_of(fraction: float, participants: int) -> int:
+    """t = ⌈fraction · n⌉ (at least 1), exact for decimal fractions: 0.28 · 25 gives 7, not 8."""
+    from fractions import Fraction
+
+    if not 0 < float(fraction) <= 1:
+        raise UsageError(f"threshold fraction must be in (0, 1], got {fraction!r}")
+    return max(1, math.ceil(Fraction(str(fraction)) * participants))
+
+
 @dataclass(frozen=True, eq=False)
 class Packet:
     """Device → edge, step 1: ``(g + η, COM-binding of η, binding of each share)``."""

@@ -26,7 +26,6 @@ the cloud's model has a DP guarantee of its own (see the class docstring).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -157,9 +156,7 @@ class SecureAggregation(StrategyWrapper):
     def _t(self, n: int) -> int:
         if isinstance(self.threshold, int) and not isinstance(self.threshold, bool) and self.threshold >= 1:
             return min(self.threshold, n)
-        if not 0 < float(self.threshold) <= 1:
-            raise UsageError(f"threshold fraction must be in (0, 1], got {self.threshold!r}")
-        return max(1, math.ceil(float(self.threshold) * n))
+        return P.threshold_of(self.threshold, n)
 
     def aggregate(self, round_: int, results: Sequence[TrainRes], failures: Sequence[Failure]) -> Aggregate:
         if round_ not in self._global:

@@ -120,12 +120,10 @@ class FLSettings:
 
     def secagg_params(self, participants: int) -> Any:
         """Seed 001's public parameters for a round with ``participants`` devices (``protocol.Params``)."""
-        import math
-
-        from fedledger.fl.secagg.protocol import Params
+        from fedledger.fl.secagg.protocol import Params, threshold_of
 
         try:
-            return Params(threshold=max(1, math.ceil(self.secagg_threshold * participants)),
+            return Params(threshold=threshold_of(self.secagg_threshold, participants),
                           frac_bits=int(self.secagg_frac_bits), noise_sigma=float(self.secagg_noise_sigma),
                           keep=self.secagg_keep)
         except FedledgerError as exc:

@@ -34,6 +34,7 @@ import numpy as np
 from aiohttp import web
 
 from fedledger.contracts.fl import stage
+from fedledger.crypto.keys import address_of
 from fedledger.crypto.sealed import open_sealed
 from fedledger.errors import ConfigError, FedledgerError, UsageError, VerificationFailed
 from fedledger.fl.secagg import protocol as P
@@ -73,6 +74,7 @@ class SecureDevices:
         self.pool = pool
         self.faults = _faults(pool.ctx.cfg.fl)
         self.rounds: dict[str, dict[str, Dealt]] = {}  # stage → device key (hex) → what it dealt
+        self._registered: tuple[str, ...] = ()  # the last participant list checked against the registry
         router = pool.ctx.api.app.router
         router.add_post("/v1/fl/secagg/sketch", self.handle_sketch)
         router.add_post("/v1/fl/secagg/sum", self.handle_sum)
@@ -87,9 +89,12 @@ class SecureDevices:
         me = device.key.public_key.hex()
         if me not in participants:
             raise VerificationFailed(f"{device.name} is not a participant of the edge's round")
+        await self._check_registered(participants)
         params = self.pool.settings.secagg_params(len(participants))
         points = {p: i + 1 for i, p in enumerate(participants)}
         label = stage(round_, sub_round)
+        for old in [k for k in self.rounds if k != label]:  # an earlier round's shares are no longer needed
+            del self.rounds[old]
         context = wire.round_context(self.pool.chain_id, label, base)
         noise_key, _proof = vrf_noise_key(device.key, base, context)
         packet, dealing = await asyncio.to_thread(P.deal, me, update, samples, params=params, points=points,
@@ -103,6 +108,21 @@ class SecureDevices:
             boxes[p] = await edge.put_blob(stored)
         self.rounds.setdefault(label, {})[me] = Dealt(device, packet, dealing, params, context)
         return packet.digest(), {"packet": wire.packet_json(packet, masked), "boxes": boxes}
+
+    async def _check_registered(self, participants: list[str]) -> None:
+        """Every participant must be a device the sub-chain's registry homes there: shares go to no one else."""
+        if tuple(participants) == self._registered:
+            return
+        if len(set(participants)) != len(participants):
+            raise VerificationFailed("the edge lists a participant twice")
+        for p in participants:
+            try:
+                ident = await self.pool.edge.state("identity", f"id/{address_of(bytes.fromhex(p)).hex()}")
+            except ValueError:
+                ident = None
+            if ident is None or ident["role"] != "device" or ident["home_chain"] != self.pool.chain_id:
+                raise VerificationFailed(f"participant {p[:16]}… is not a registered device of {self.pool.chain_id}")
+        self._registered = tuple(participants)
 
     def _misdeal(self, device: Device, packet: P.Packet, dealing: P.Dealing, points: dict[str, int]
                  ) -> tuple[P.Packet, P.Dealing]:

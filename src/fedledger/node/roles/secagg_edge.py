@@ -128,6 +128,7 @@ class SecureEdge:
             acc = self._without(acc, guilty, context, challenge)
         total = await self._reconstruct(round_, sub_round, attempt, acc, sums, sketches, matrix, params, points)
         weight = sum(acc.weights)
+        self.sums = {r: c for r, c in self.sums.items() if r >= round_ - 1}  # step 6 of older rounds is over
         self.sums[round_] = total
         return EdgeSum(wire.model_from_sum(weights, total, weight, params.frac_bits), total, weight,
                        [txs[n] for n in acc.accepted], attempt)
