@@ -56,8 +56,19 @@ import numpy as np
 from fedledger.crypto.keys import SigningKey, is_valid
 from fedledger.errors import UsageError, VerificationFailed
 from fedledger.fl.secagg import shamir
-from fedledger.fl.secagg.field import HALF, Q, capacity, decode, encode, neg, reduce, to_bytes
-from fedledger.fl.secagg.prg import standard_normal, uniform_field
+from fedledger.fl.secagg.field import (
+    BLOCK,
+    HALF,
+    Q,
+    add_into,
+    capacity,
+    decode,
+    dot_mod,
+    encode_into,
+    neg,
+    to_bytes,
+)
+from fedledger.fl.secagg.prg import normal_blocks, standard_normal, uniform_field
 from fedledger.fl.secagg.sketch import ROWS, SketchMatrix, challenge_seed, poly_at
 
 ACCEPT_DOMAIN = "secagg-accept"
@@ -73,7 +84,12 @@ def digest(v: np.ndarray) -> bytes:
     """
     if v.dtype == np.dtype("<u4") and v.flags.c_contiguous:
         return blake3.blake3(v.view(np.uint8).data).digest()
-    return blake3.blake3(to_bytes(v)).digest()
+    if v.ndim != 1:
+        return blake3.blake3(to_bytes(v)).digest()
+    h = blake3.blake3()
+    for start in range(0, v.shape[0], BLOCK):  # the wire form a block at a time: no full-size copy
+        h.update(to_bytes(v[start:start + BLOCK]))
+    return h.digest()
 
 
 @dataclass(frozen=True)
@@ -220,18 +236,44 @@ def deal(device: str, update: np.ndarray, weight: int, *, params: Params, points
         raise UsageError(f"{device!r} is not a participant of the round")
     if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
         raise UsageError(f"{device}: weight must be an int >= 1, got {weight!r}")
-    g = encode(update, params.frac_bits, params.limit)
-    eta_f, pad = noise_vectors(noise_key, params, g.shape[0])
-    eta = encode(eta_f, params.frac_bits)
-    masked = reduce(g + eta)
-    secret = np.concatenate([g, pad])
-    noise = np.concatenate([eta, neg(pad)])
+    secret, noise, masked = _mask(np.asarray(update, dtype=np.float64), noise_key, params)
     order = sorted(points, key=lambda n: points[n])
     coeffs = shamir.coefficients(share_key, params.threshold, secret.shape[0])
     shares = shamir.evaluate(secret, coeffs, [points[n] for n in order])
     packet = Packet(device, points[device], weight, masked, digest(noise),
                     tuple(digest(s) for s in shares))
     return packet, Dealing(secret, noise, coeffs, shares)
+
+
+def _mask(update: np.ndarray, noise_key: bytes, params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x = g ‖ p, y = η ‖ −p, g + η)``, each encoded straight into its final buffer.
+
+    The three share one allocation: fresh memory costs a page fault per page,
+    and one large block is mapped in fewer, larger pages than three smaller ones.
+    """
+    if update.ndim != 1:
+        raise UsageError(f"an update is a vector, got shape {update.shape}")
+    d = update.shape[0]
+    secret, noise, masked = np.empty((3, d + params.rows), dtype=np.int64)
+    encode_into(update, params.frac_bits, secret[:d], params.limit)
+    _encode_noise(noise_key, params, noise[:d])
+    pad = uniform_field(noise_key, "hiding-pad", (params.rows,))
+    secret[d:] = pad
+    noise[d:] = neg(pad)
+    return secret, noise, add_into(secret[:d], noise[:d], masked[:d])
+
+
+def _encode_noise(noise_key: bytes, params: Params, out: np.ndarray) -> None:
+    """``encode(η)`` of :func:`noise_vectors` into ``out``, drawn and encoded a block at a time."""
+    if not params.noise_sigma:
+        out[:] = 0
+        return
+    try:
+        for start, z in normal_blocks(noise_key, "dp-noise", out.shape[0]):
+            encode_into(params.noise_sigma * z, params.frac_bits, out[start:start + z.size])
+    except UsageError:  # out of range: report it as the whole-vector encoding does
+        encode_into(noise_vectors(noise_key, params, out.shape[0])[0], params.frac_bits, out)
+        raise
 
 
 # -- step 2: challenge and sketches ---------------------------------------------------------
@@ -245,8 +287,7 @@ def round_challenge(context: bytes, packets: Sequence[Packet]) -> bytes:
 
 def sketch_dealing(device: str, dealing: Dealing, matrix: SketchMatrix) -> Sketches:
     """Step 2: ``COM(a_0 = g ‖ p), COM(a_1) … COM(a_{t−1})`` and ``COM(η ‖ −p)``."""
-    rows = np.vstack([dealing.secret[None, :], dealing.coeffs, dealing.noise[None, :]])
-    sk = matrix.apply(rows)
+    sk = matrix.apply_groups([dealing.secret[None, :], dealing.coeffs, dealing.noise[None, :]])
     return Sketches(device, sk[:-1], sk[-1])
 
 
@@ -254,19 +295,32 @@ def sketch_dealing(device: str, dealing: Dealing, matrix: SketchMatrix) -> Sketc
 
 
 def check_packet(packet: Packet, sketches: Sketches | None, matrix: SketchMatrix, params: Params,
-                 participants: int) -> str | None:
-    """Why the edge must discard ``packet`` (None if it is consistent)."""
+                 participants: int, *, masked_sketch: np.ndarray | None = None) -> str | None:
+    """Why the edge must discard ``packet`` (None if it is consistent).
+
+    ``masked_sketch`` is ``R·(m ‖ 0)`` if already computed (:func:`accept` sketches
+    every packet's masked update in one pass over ``R``).
+    """
+    reason = _packet_shape(packet, sketches, matrix, params, participants)
+    if reason is not None or sketches is None:
+        return reason
+    lhs = matrix.apply(packet.masked) if masked_sketch is None else masked_sketch
+    if not np.array_equal(lhs, (sketches.coeffs[0] + sketches.noise) % Q):
+        return "COM(g + η) != COM(g) · COM(η)"
+    return None
+
+
+def _packet_shape(packet: Packet, sketches: Sketches | None, matrix: SketchMatrix, params: Params,
+                  participants: int) -> str | None:
+    """The checks of :func:`check_packet` that need no sketch of the masked update."""
     if sketches is None:
         return "sent no sketches after the challenge"
     if sketches.coeffs.shape != (params.threshold, matrix.rows) or sketches.noise.shape != (matrix.rows,):
         return "sketches have the wrong shape"
     if len(packet.share_digests) != participants:
         return f"bound {len(packet.share_digests)} shares for {participants} participants"
-    if packet.masked.shape[0] + matrix.rows != matrix.length:
+    if packet.masked.ndim != 1 or packet.masked.shape[0] + matrix.rows != matrix.length:
         return "masked update has the wrong length"
-    lhs = matrix.apply(np.concatenate([packet.masked, np.zeros(matrix.rows, dtype=np.int64)]))
-    if not np.array_equal(lhs, (sketches.coeffs[0] + sketches.noise) % Q):
-        return "COM(g + η) != COM(g) · COM(η)"
     return None
 
 
@@ -286,8 +340,13 @@ def accept(key: SigningKey, context: bytes, challenge: bytes, packets: Sequence[
 
     rejected: list[tuple[str, str]] = []
     ok: list[Packet] = []
-    for p in sorted(packets, key=lambda p: p.point):
-        reason = check_packet(p, sketches.get(p.device), matrix, params, participants)
+    ordered = sorted(packets, key=lambda p: p.point)
+    well_formed = [p for p in ordered if _packet_shape(p, sketches.get(p.device), matrix, params, participants) is None]
+    lhs = dict(zip((p.device for p in well_formed), _sketch_vectors([p.masked for p in well_formed], matrix),
+                   strict=True))
+    for p in ordered:
+        reason = check_packet(p, sketches.get(p.device), matrix, params, participants,
+                              masked_sketch=lhs.get(p.device))
         if reason is None:
             ok.append(p)
         else:
@@ -352,19 +411,9 @@ def check_complaint(c: Complaint, packet: Packet, sketches: Sketches, index: int
 
 def weighted_sum(rows: Sequence[np.ndarray], weights: Sequence[int]) -> np.ndarray:
     """``Σ w_i · rows_i mod Q``."""
-    acc = np.zeros(rows[0].shape[0], dtype=np.int64)
-    bound = 0
-    for r, w in zip(rows, weights, strict=True):
-        step = Q * (w % Q)
-        if bound + step >= 1 << 62:
-            reduce(acc)
-            bound = Q
-        if w % Q == 1:
-            acc += r
-        else:
-            acc += np.multiply(r, w % Q, dtype=np.int64)
-        bound += step
-    return reduce(acc)
+    if len(rows) != len(weights):
+        raise UsageError(f"{len(weights)} weights for {len(rows)} vectors")
+    return dot_mod(np.array([int(w) % Q for w in weights], dtype=np.int64), rows)
 
 
 def expected_sum_sketch(acc: Acceptance, sketches: Mapping[str, Sketches], point: int) -> np.ndarray:
@@ -417,11 +466,12 @@ def reconstruct(acc: Acceptance, sums: Mapping[int, np.ndarray], recorded: Mappi
     """
     bad: list[tuple[int, str]] = []
     good: list[int] = []
+    hashed = [p for p in sorted(sums) if recorded.get(p) == digest(sums[p])]
+    coms = dict(zip(hashed, _sketch_vectors([sums[p] for p in hashed], matrix), strict=True))
     for point in sorted(sums):
-        s = sums[point]
-        if recorded.get(point) != digest(s):
+        if point not in coms:
             bad.append((point, "share sum does not match the hash recorded on chain"))
-        elif not np.array_equal(matrix.apply(s), expected_sum_sketch(acc, sketches, point)):
+        elif not np.array_equal(coms[point], expected_sum_sketch(acc, sketches, point)):
             bad.append((point, "share sum does not match the accepted commitments"))
         else:
             good.append(point)
@@ -430,8 +480,17 @@ def reconstruct(acc: Acceptance, sums: Mapping[int, np.ndarray], recorded: Mappi
             f"{len(good)} valid share sums, reconstruction needs t = {params.threshold}"
             + (f" ({len(bad)} refused)" if bad else ""))
     chosen = good[:params.threshold]
-    full = shamir.reconstruct(chosen, np.vstack([sums[p] for p in chosen]), params.threshold)
+    full = shamir.reconstruct(chosen, [sums[p] for p in chosen], params.threshold)
     return full[: matrix.length - matrix.rows], bad
+
+
+def _sketch_vectors(vectors: Sequence[np.ndarray], matrix: SketchMatrix) -> list[np.ndarray]:
+    """``R·v`` for each vector: one pass over ``R`` for all vectors of the commonest length, the rest one by one."""
+    lengths = [v.shape[0] if v.ndim == 1 else -1 for v in vectors]
+    common = max(set(lengths), key=lengths.count) if vectors else -1
+    batch = iter(matrix.apply_groups([v[None, :] for v, n in zip(vectors, lengths, strict=True) if n == common])
+                 if common >= 0 else [])
+    return [next(batch) if n == common else matrix.apply(v) for v, n in zip(vectors, lengths, strict=True)]
 
 
 # -- step 6: aggregation and result verification -------------------------------------------

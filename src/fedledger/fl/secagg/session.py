@@ -12,8 +12,11 @@ acceptance, every ``H(S_Dij)``, penalties with their evidence digest,
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -116,16 +119,89 @@ def _pair_key(dealer: str, receiver: str, keys: Mapping[str, bytes]) -> AESGCM:
     return AESGCM(hashlib.sha256(keys[dealer] + keys[receiver] + f"{dealer}>{receiver}".encode()).digest())
 
 
-def _seal(share: np.ndarray, dealer: str, receiver: str, keys: Mapping[str, bytes]) -> bytes:
-    return _pair_key(dealer, receiver, keys).encrypt(bytes(12), share.view(np.uint8).data, None)
+_NONCE = bytes(12)  # every channel key seals exactly one message
+_TAG = 16
+_IN_PLACE = hasattr(AESGCM, "encrypt_into")  # cryptography >= 46: seal into and open into NumPy buffers
 
 
-def _deliver(box: bytes, dealer: str, receiver: str, keys: Mapping[str, bytes]) -> np.ndarray:
-    """Open a sealed share; a box that fails authentication reads as an empty share."""
+def _seal(shares: np.ndarray, dealer: str, names: Sequence[str], keys: Mapping[str, bytes]) -> np.ndarray:
+    """``dealer``'s shares (``uint32`` rows in the order of ``names``) sealed: row i goes to ``names[i]``.
+
+    The boxes of one dealer share one array, so a round allocates a few large
+    buffers rather than a hundred multi-megabyte ``bytes`` objects.
+    """
+    boxes = np.empty((shares.shape[0], shares.shape[1] * ELEMENT_BYTES + _TAG), dtype=np.uint8)
+    for i, receiver in enumerate(names):
+        aead, plain = _pair_key(dealer, receiver, keys), np.ascontiguousarray(shares[i]).view(np.uint8).data
+        if _IN_PLACE:
+            aead.encrypt_into(_NONCE, plain, None, boxes[i].data)
+        else:
+            boxes[i] = np.frombuffer(aead.encrypt(_NONCE, plain, None), dtype=np.uint8)
+    return boxes
+
+
+def _deliver(boxes: Mapping[str, np.ndarray], dealers: Sequence[str], index: int, receiver: str,
+             keys: Mapping[str, bytes]) -> dict[str, np.ndarray]:
+    """``receiver``'s shares: row ``index`` of each dealer's boxes, opened (a box that fails
+    authentication reads as an empty share)."""
+    opened: dict[str, np.ndarray] = {}
+    width = max(((boxes[d].shape[1] - _TAG) // ELEMENT_BYTES for d in dealers), default=0)
+    plain = np.empty((len(dealers), width), dtype="<u4")
+    for i, d in enumerate(dealers):
+        aead, box = _pair_key(d, receiver, keys), boxes[d][index]
+        try:
+            if _IN_PLACE and box.size == plain.shape[1] * ELEMENT_BYTES + _TAG:
+                aead.decrypt_into(_NONCE, box.data, None, plain[i].view(np.uint8).data)
+                opened[d] = plain[i]
+            else:
+                opened[d] = np.frombuffer(aead.decrypt(_NONCE, box.data, None), dtype="<u4")
+        except InvalidTag:
+            opened[d] = np.zeros(0, dtype="<u4")
+    return opened
+
+
+class _SingleThreadedBlas(contextlib.ContextDecorator):
+    """BLAS on one thread per call while any round runs (re-entrant, thread-safe).
+
+    A round already keeps every core busy with one device (or one check) per
+    thread; BLAS threads on top of that only contend for the same cores, and
+    their spin-waiting makes the round's small products several times slower,
+    worst when other processes load the machine. The first round to start sets
+    the limit and the last to finish restores the previous setting. Without
+    threadpoolctl BLAS keeps its own setting.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._limiter: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._active:
+                controller = _blas_controller()
+                self._limiter = controller.limit(limits=1, user_api="blas") if controller else None
+            self._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if not self._active and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's handle on the loaded BLAS libraries, or None without threadpoolctl."""
     try:
-        return np.frombuffer(_pair_key(dealer, receiver, keys).decrypt(bytes(12), box, None), dtype="<u4")
-    except InvalidTag:
-        return np.zeros(0, dtype="<u4")
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+_single_threaded_blas = _SingleThreadedBlas()
 
 
 def _timer(timings: dict[str, float], name: str, start: float) -> float:
@@ -134,6 +210,7 @@ def _timer(timings: dict[str, float], name: str, start: float) -> float:
     return now
 
 
+@_single_threaded_blas
 def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[str, np.ndarray],
              weights: Mapping[str, int], params: P.Params, *, noise_keys: Mapping[str, bytes],
              share_key: Callable[[str], bytes], ledger: Ledger | None = None,
@@ -189,7 +266,7 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
     # shares travel sealed (AES-256-GCM) from each dealer to each participant
     keys = {n: hashlib.sha256(b"fedledger/secagg-sim-transport\x00" + share_key(n)).digest() for n in names}
     boxes = dict(zip(dealings, pool.map(
-        lambda d: [_seal(dealings[d].shares[points[n] - 1], d, n, keys) for n in names], dealings), strict=True))
+        lambda d: _seal(dealings[d].shares, d, names, keys), dealings), strict=True))  # rows in point order
     clock = _timer(t, "deal", clock)
 
     # step 2: challenge, then sketches
@@ -219,7 +296,7 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
         sums, recorded, guilty = {}, {}, {}
         def summed(n: str, acc: P.Acceptance = acc) -> tuple[np.ndarray | None, list[P.Complaint]]:
             P.check_acceptance(acc, edge_key.public_key, packets, sketches)
-            received = {d: _deliver(boxes[d][points[n] - 1], d, n, keys) for d in acc.accepted}
+            received = _deliver(boxes, acc.accepted, points[n] - 1, n, keys)
             return P.share_sum(n, points[n], points[n] - 1, acc, received, packets, sketches, matrix)
 
         for n, (total, complaints) in zip(names, pool.map(summed, names), strict=True):
@@ -280,6 +357,7 @@ class CloudOutcome:
         return all(v is None for v in self.verdicts.values())
 
 
+@_single_threaded_blas
 def run_cloud(context: bytes, outcomes: Sequence[EdgeOutcome], params: P.Params, *,
               ledger: Ledger | None = None, behaviour: Behaviour | None = None) -> CloudOutcome:
     """Step 6: the cloud sums the edges' ``c_i``; every edge verifies the result."""

@@ -8,9 +8,10 @@ shares are uniformly distributed whatever ``s`` is. Sharing is linear, so the
 sum of several dealers' shares at one point is a share of the sum of their
 secrets (the share sums S_Dij of seed 001).
 
-Evaluation is Horner's rule in ``int64``; a reduction mod Q is inserted only
-when the next step could overflow, so with small evaluation points (the
-parties' indices) a share costs about ``t`` multiply-adds per coordinate.
+Evaluation at small points (the parties' indices) is one float64 matrix
+product with the Vandermonde matrix, exact because every partial sum stays
+below 2^53 (:func:`exact_in_float`); other points fall back to Horner's rule in
+``int64`` with a reduction mod Q only when the next step could overflow.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedledger.errors import UsageError, VerificationFailed
-from fedledger.fl.secagg.field import Q, dot_mod, reduce
+from fedledger.fl.secagg.field import BLOCK, Q, dot_mod, reduce, scratch, to_float
 from fedledger.fl.secagg.prg import uniform_field
 
 _LIMIT = 1 << 62
@@ -50,6 +51,57 @@ def evaluate(secret: np.ndarray, coeffs: np.ndarray, points: Sequence[int]) -> n
     in their wire form (``uint32``), ready to hash and send.
     """
     pts = check_points(points)
+    if exact_in_float(pts, coeffs.shape[0] + 1):
+        shares = _evaluate_blas(secret, coeffs, pts)
+        if shares is not None:
+            return shares
+    return _evaluate_horner(secret, coeffs, pts)
+
+
+def exact_in_float(points: Sequence[int], t: int) -> bool:
+    """True if ``Σ_k x^k c_k`` (``k < t``, ``0 <= c_k < 2^32``) stays below 2^53 for every ``x`` in ``points``.
+
+    Then float64, which represents every integer below 2^53, computes the
+    Vandermonde product exactly whatever the order of the additions.
+    """
+    return all(((1 << 32) - 1) * sum(x**k for k in range(t)) < 1 << 53 for x in points)
+
+
+def _evaluate_blas(secret: np.ndarray, coeffs: np.ndarray, pts: list[int]) -> np.ndarray | None:
+    """Shares as ``V · (s ‖ a_1 … a_{t−1})`` in float64, block by block, then reduced mod Q.
+
+    Each value ``v < 2^53`` is reduced as ``r = v − Q ⌊v / 2^31⌋ = (v mod 2^31)
+    + ⌊v / 2^31⌋ < 2^31 + 2^22`` (all exact in float64), converted to ``uint32``
+    and finished by ``min(r, r − Q)`` in wrapping ``uint32`` arithmetic. None if
+    an input element is outside [0, 2^32), where the bound does not hold.
+    """
+    t, n, length = coeffs.shape[0] + 1, len(pts), secret.shape[0]
+    vander = np.array([[float(x) ** k for k in range(t)] for x in pts])
+    out = np.empty((n, length), dtype="<u4")
+    size = max(1, min(length, BLOCK // 2))
+    stack, vals, high = np.empty(t * size), np.empty(n * size), np.empty(n * size)
+    r32, wrapped = np.empty(n * size, dtype=np.uint32), np.empty(n * size, dtype=np.uint32)
+    q32 = np.uint32(Q)
+    for start in range(0, length, size):
+        stop = min(start + size, length)
+        shape = (n, stop - start)
+        s = scratch(stack, (t, stop - start))
+        if not (to_float(secret[start:stop], s[0]) and (t == 1 or to_float(coeffs[:, start:stop], s[1:]))):
+            return None
+        v, h, r, w = scratch(vals, shape), scratch(high, shape), scratch(r32, shape), scratch(wrapped, shape)
+        np.dot(vander, s, out=v)
+        np.multiply(v, 2.0**-31, out=h)
+        np.floor(h, out=h)
+        h *= Q
+        v -= h
+        np.copyto(r, v, casting="unsafe")
+        np.subtract(r, q32, out=w)
+        np.minimum(r, w, out=out[:, start:stop])
+    return out
+
+
+def _evaluate_horner(secret: np.ndarray, coeffs: np.ndarray, pts: list[int]) -> np.ndarray:
+    """Horner's rule in ``int64`` for any points, reducing only when the next step could overflow."""
     length = secret.shape[0]
     out = np.empty((len(pts), length), dtype="<u4")
     acc = np.empty(min(length, _BLOCK), dtype=np.int64)
@@ -100,8 +152,11 @@ def lagrange_at_zero(points: Sequence[int]) -> list[int]:
     return lam
 
 
-def reconstruct(points: Sequence[int], shares: np.ndarray, t: int) -> np.ndarray:
-    """The secret from the first ``t`` of the given shares (rows of ``shares`` match ``points``)."""
+def reconstruct(points: Sequence[int], shares: np.ndarray | Sequence[np.ndarray], t: int) -> np.ndarray:
+    """The secret from the first ``t`` of the given shares (rows of ``shares`` match ``points``).
+
+    ``shares`` is a 2-D array or a sequence of share vectors.
+    """
     if len(points) < t:
         raise VerificationFailed(f"{len(points)} shares, but reconstruction needs t = {t}")
     return dot_mod(np.array(lagrange_at_zero(points[:t]), dtype=np.int64), shares[:t])
