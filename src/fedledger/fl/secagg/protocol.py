@@ -374,6 +374,20 @@ def accept(key: SigningKey, context: bytes, challenge: bytes, packets: Sequence[
                       key.public_key, sig)
 
 
+def exclude(acc: Acceptance, key: SigningKey, guilty: Mapping[str, str]) -> Acceptance:
+    """The acceptance re-signed without the dealers in ``guilty`` (name → reason), which join ``rejected``.
+
+    What the edge signs after complaints prove dealers wrong (step 4), so the sharing repeats without them.
+    """
+    keep = [i for i, d in enumerate(acc.accepted) if d not in guilty]
+    names = tuple(acc.accepted[i] for i in keep)
+    weights = tuple(acc.weights[i] for i in keep)
+    comms = tuple(acc.commitments[i] for i in keep)
+    sig = key.sign(ACCEPT_DOMAIN, acceptance_message(acc.context, acc.challenge, names, weights, comms))
+    return Acceptance(acc.context, acc.challenge, names, weights, comms, acc.rejected + tuple(guilty.items()),
+                      key.public_key, sig)
+
+
 def check_acceptance(acc: Acceptance, edge_key: bytes, packets: Mapping[str, Packet],
                      sketches: Mapping[str, Sketches]) -> None:
     """A participant's check of the edge's signature and of the signed commitments."""

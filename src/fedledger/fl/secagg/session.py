@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from threadpoolctl import ThreadpoolController
 
 from fedledger.crypto import vrf
 from fedledger.crypto.keys import SigningKey
@@ -167,8 +168,7 @@ class _SingleThreadedBlas(contextlib.ContextDecorator):
     thread; BLAS threads on top of that only contend for the same cores, and
     their spin-waiting makes the round's small products several times slower,
     worst when other processes load the machine. The first round to start sets
-    the limit and the last to finish restores the previous setting. Without
-    threadpoolctl BLAS keeps its own setting.
+    the limit and the last to finish restores the previous setting.
     """
 
     def __init__(self) -> None:
@@ -179,8 +179,7 @@ class _SingleThreadedBlas(contextlib.ContextDecorator):
     def __enter__(self) -> None:
         with self._lock:
             if not self._active:
-                controller = _blas_controller()
-                self._limiter = controller.limit(limits=1, user_api="blas") if controller else None
+                self._limiter = _blas_controller().limit(limits=1, user_api="blas")
             self._active += 1
 
     def __exit__(self, *exc: object) -> None:
@@ -192,16 +191,22 @@ class _SingleThreadedBlas(contextlib.ContextDecorator):
 
 
 @functools.cache
-def _blas_controller() -> Any:
-    """threadpoolctl's handle on the loaded BLAS libraries, or None without threadpoolctl."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
+def _blas_controller() -> ThreadpoolController:
+    """threadpoolctl's handle on the loaded BLAS libraries (inspected once)."""
     return ThreadpoolController()
 
 
 _single_threaded_blas = _SingleThreadedBlas()
+
+
+def misdeal(packet: P.Packet, dealing: P.Dealing, rows: Sequence[int]) -> tuple[P.Packet, P.Dealing]:
+    """Fault injection: the dealer binds shares off its polynomial at ``rows`` (participants' indices)."""
+    shares = dealing.shares.copy()
+    for i in rows:
+        shares[i, 0] = (shares[i, 0] + 1) % Q
+    packet = P.Packet(packet.device, packet.point, packet.weight, packet.masked, packet.noise_digest,
+                      tuple(P.digest(s) for s in shares))
+    return packet, P.Dealing(dealing.secret, dealing.noise, dealing.coeffs, shares)
 
 
 def _timer(timings: dict[str, float], name: str, start: float) -> float:
@@ -252,13 +257,8 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
             rejected[n] = result
             continue
         packet, dealing = result
-        if n in bad.bad_shares:  # the dealer binds shares that are off its polynomial
-            shares = dealing.shares.copy()
-            for victim in bad.bad_shares[n]:
-                shares[points[victim] - 1, 0] = (shares[points[victim] - 1, 0] + 1) % Q
-            dealing = P.Dealing(dealing.secret, dealing.noise, dealing.coeffs, shares)
-            packet = P.Packet(n, packet.point, packet.weight, packet.masked, packet.noise_digest,
-                              tuple(P.digest(s) for s in shares))
+        if n in bad.bad_shares:
+            packet, dealing = misdeal(packet, dealing, [points[v] - 1 for v in bad.bad_shares[n]])
         if n in bad.inconsistent:  # a poisoned masked update sent with the honest commitments
             packet = P.Packet(n, packet.point, packet.weight, (packet.masked * 3) % Q,
                               packet.noise_digest, packet.share_digests)
@@ -317,14 +317,7 @@ def run_edge(edge: str, edge_key: SigningKey, context: bytes, updates: Mapping[s
             penalised[d] = why
             rejected[d] = why
             led.record("secagg.penalty", {"edge": edge, "offender": d, "reason": why})
-        keep = [i for i, d in enumerate(acc.accepted) if d not in guilty]
-        names_k = tuple(acc.accepted[i] for i in keep)
-        weights_k = tuple(acc.weights[i] for i in keep)
-        comms_k = tuple(acc.commitments[i] for i in keep)
-        sig = edge_key.sign(P.ACCEPT_DOMAIN, P.acceptance_message(context, challenge, names_k,
-                                                                  weights_k, comms_k))
-        acc = P.Acceptance(context, challenge, names_k, weights_k, comms_k,
-                           acc.rejected + tuple(guilty.items()), edge_key.public_key, sig)
+        acc = P.exclude(acc, edge_key, guilty)
     pool.shutdown()
     clock = _timer(t, "share_sums", clock)
 

@@ -40,7 +40,7 @@ from fedledger.errors import ConfigError, FedledgerError, UsageError, Verificati
 from fedledger.fl.secagg import protocol as P
 from fedledger.fl.secagg import wire
 from fedledger.fl.secagg.field import Q
-from fedledger.fl.secagg.session import vrf_noise_key
+from fedledger.fl.secagg.session import misdeal, vrf_noise_key
 from fedledger.fl.secagg.sketch import SketchMatrix, challenge_seed
 from fedledger.net.api import read_json
 from fedledger.storage.artefacts import seal_artefact
@@ -131,13 +131,7 @@ class SecureDevices:
         if not victims:
             return packet, dealing
         names = {d.name: d.key.public_key.hex() for d in self.pool.devices}
-        shares = dealing.shares.copy()
-        for v in victims:
-            i = points[names[v]] - 1
-            shares[i, 0] = (shares[i, 0] + 1) % Q
-        packet = P.Packet(packet.device, packet.point, packet.weight, packet.masked, packet.noise_digest,
-                          tuple(P.digest(s) for s in shares))
-        return packet, P.Dealing(dealing.secret, dealing.noise, dealing.coeffs, shares)
+        return misdeal(packet, dealing, [points[names[v]] - 1 for v in victims])
 
     def _round(self, body: dict[str, Any]) -> tuple[str, dict[str, Dealt]]:
         try:

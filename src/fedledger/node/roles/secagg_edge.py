@@ -125,7 +125,7 @@ class SecureEdge:
                 break
             for name in guilty:
                 failures.append({"device": name, "error": "penalised: a share it dealt is provably wrong"})
-            acc = self._without(acc, guilty, context, challenge)
+            acc = P.exclude(acc, edge.key, {n: "penalised for a bad share" for n in sorted(guilty)})
         total = await self._reconstruct(round_, sub_round, attempt, acc, sums, sketches, matrix, params, points)
         weight = sum(acc.weights)
         self.sums = {r: c for r, c in self.sums.items() if r >= round_ - 1}  # step 6 of older rounds is over
@@ -203,15 +203,6 @@ class SecureEdge:
                     "reason": f"bad share to {accuser[:16]}: {complaint.reason}"[:256],
                     "evidence": bytes.fromhex(c["share"])})
         return guilty
-
-    def _without(self, acc: P.Acceptance, guilty: set[str], context: bytes, challenge: bytes) -> P.Acceptance:
-        keep = [i for i, n in enumerate(acc.accepted) if n not in guilty]
-        names = tuple(acc.accepted[i] for i in keep)
-        weights = tuple(acc.weights[i] for i in keep)
-        comms = tuple(acc.commitments[i] for i in keep)
-        sig = self.edge.key.sign(P.ACCEPT_DOMAIN, P.acceptance_message(context, challenge, names, weights, comms))
-        rejected = acc.rejected + tuple((n, "penalised for a bad share") for n in sorted(guilty))
-        return P.Acceptance(context, challenge, names, weights, comms, rejected, acc.edge_key, sig)
 
     async def _reconstruct(self, round_: int, sub_round: int, attempt: int, acc: P.Acceptance,
                            sums: dict[str, dict[str, Any]], sketches: dict[str, P.Sketches], matrix: SketchMatrix,
